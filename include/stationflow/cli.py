@@ -1,0 +1,218 @@
+"""The ``stationflow`` command: databases, inventory, the demo, and Airflow with our settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from stationflow.settings import load_settings
+
+EPILOG = """\
+environment:
+  STATIONFLOW_HOME      data folder (embedded PostgreSQL, landing area, outputs); default .local/
+  STATIONFLOW_CONFIG    station inventory; default config/stations.yaml
+  STATIONFLOW_DB_URL    use this PostgreSQL for the state instead of the embedded server
+  AIRFLOW__DATABASE__SQL_ALCHEMY_CONN   Airflow's metadata database (default: embedded)
+  STATIONFLOW_AIRFLOW_PORT              port of the Airflow UI/API in the demo; default 8080
+
+examples:
+  stationflow db up                 start the embedded PostgreSQL, create and migrate
+  stationflow config check          validate config/stations.yaml
+  stationflow demo                  bring up the whole system and print where to look
+  stationflow airflow dags list     any airflow command, with this project's environment
+"""
+
+
+def _db_up(args: argparse.Namespace) -> int:
+    from stationflow.state.db import airflow_db_url, state_db_url
+    from stationflow.state.migrate import migrate
+
+    settings = load_settings()
+    url = state_db_url(settings)
+    applied = migrate(url, settings.sql_dir)
+    for m in applied:
+        print(f"applied {m.path.name}")
+    print(f"state database up to date ({len(applied)} migration(s) applied now)")
+    if args.airflow:
+        import subprocess
+
+        from stationflow.airflow_env import airflow_environment
+
+        airflow_db_url(settings)
+        subprocess.run(["airflow", "db", "migrate"], env=airflow_environment(settings), check=True)
+        print("airflow metadata database up to date")
+    return 0
+
+
+def _db_url(args: argparse.Namespace) -> int:
+    from stationflow.state.db import airflow_db_url, state_db_url
+
+    settings = load_settings()
+    print(airflow_db_url(settings) if args.airflow else state_db_url(settings))
+    return 0
+
+
+def _db_status(args: argparse.Namespace) -> int:
+    from stationflow.state.db import state_db_url
+    from stationflow.state.migrate import status
+
+    settings = load_settings()
+    pending = 0
+    for s in status(state_db_url(settings), settings.sql_dir):
+        when = s.applied_at.isoformat(timespec="seconds") if s.applied_at else "PENDING"
+        pending += s.applied_at is None
+        print(f"{s.migration.path.name:40s} {when}")
+    return 1 if pending else 0
+
+
+def _db_stop(args: argparse.Namespace) -> int:
+    from stationflow.state import embedded
+
+    settings = load_settings()
+    print("stopped" if embedded.stop(settings.pgdata) else "embedded PostgreSQL was not running")
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from stationflow.config import ConfigError, load_inventory
+
+    try:
+        inv = load_inventory(args.path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for st in inv.stations:
+        files = ", ".join(f"{f.type} L{f.logger_number:02d}_F{f.file_number:02d}" for f in st.files)
+        print(f"station {st.id}: UTC{st.utc_offset_hours:+g}, {len(st.loggers)} loggers; {files}")
+    for net in inv.sensor_networks:
+        print(f"network {net.id}: {len(net.devices)} devices, {len(net.indicators)} indicators")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stationflow import demo
+
+    settings = load_settings()
+    info = demo.start(settings, timeout=args.timeout)
+    print(f"Airflow UI:  {info.url}")
+    print(f"user:        {info.user}")
+    print(f"password:    {info.password or '(see AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS)'}")
+    print(f"DAGs:        {', '.join(info.dag_ids) or '(none parsed yet)'}")
+    print(f"log:         {info.log}")
+    print("stop with:   make stop")
+    for err in info.import_errors:
+        print(f"IMPORT ERROR {err}", file=sys.stderr)
+    return 1 if info.import_errors else 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from stationflow import demo
+
+    stopped = demo.stop(load_settings())
+    print("\n".join(f"stopped {s}" for s in stopped) or "nothing started by the demo is running")
+    return 0
+
+
+def _airflow(args: argparse.Namespace) -> int:
+    from stationflow.airflow_env import airflow_environment, venv_bin
+
+    env = airflow_environment(load_settings())
+    argv = [str(venv_bin() / "airflow"), *args.args]
+    os.execve(argv[0], argv, env)  # replaces this process: exit code and signals pass through
+    return 127  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stationflow",
+        description="Environmental-station data from the field to the archives, with Airflow 3.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser(
+        "db",
+        help="the PostgreSQL state database",
+        description=(
+            "The state database (ledger, audit log, sync-tracking). Without STATIONFLOW_DB_URL it"
+            " lives in the embedded PostgreSQL under STATIONFLOW_HOME/pg, started on demand."
+        ),
+    )
+    dbsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = dbsub.add_parser(
+        "up",
+        help="start (embedded), create and migrate the state database",
+        description="Start the embedded server if needed, create the databases"
+        " and apply pending sql/NNN_*.sql migrations, each exactly once.",
+    )
+    up.add_argument(
+        "--airflow",
+        action="store_true",
+        help="also run `airflow db migrate` on Airflow's metadata database",
+    )
+    up.set_defaults(func=_db_up)
+    url = dbsub.add_parser("url", help="print the state database URL (starts it if embedded)")
+    url.add_argument("--airflow", action="store_true", help="print Airflow's metadata DB URL")
+    url.set_defaults(func=_db_url)
+    dbsub.add_parser(
+        "status", help="list migrations, applied or pending (exit 1 if pending)"
+    ).set_defaults(func=_db_status)
+    dbsub.add_parser("stop", help="stop the embedded PostgreSQL server").set_defaults(func=_db_stop)
+
+    cfg = sub.add_parser("config", help="the station inventory")
+    cfgsub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    chk = cfgsub.add_parser(
+        "check",
+        help="validate stations.yaml; every problem with its line",
+        description="Validate the inventory and print a summary (exit 2 if"
+        " it is wrong, listing each problem as file:line: path: message).",
+    )
+    chk.add_argument("path", nargs="?", help="inventory file (default: STATIONFLOW_CONFIG)")
+    chk.set_defaults(func=_config_check)
+
+    dm = sub.add_parser(
+        "demo",
+        help="start PostgreSQL and Airflow, print the UI address",
+        description="Bring up the demo: embedded PostgreSQL, both databases"
+        " migrated, `airflow standalone` in the background. Safe to run again;"
+        " prints the UI address and the admin password.",
+    )
+    dm.add_argument("--timeout", type=float, default=300, help="seconds to wait for Airflow")
+    dm.set_defaults(func=_demo)
+    sub.add_parser("stop", help="stop what `stationflow demo` started (by pid)").set_defaults(
+        func=_stop
+    )
+
+    af = sub.add_parser(
+        "airflow",
+        help="run an airflow command with this project's environment",
+        description="e.g. `stationflow airflow backfill create --dag-id D"
+        " --from-date 2026-11-01 --to-date 2026-11-03`",
+    )
+    af.add_argument("args", nargs=argparse.REMAINDER, help="arguments for `airflow`")
+    af.set_defaults(func=_airflow)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except Exception as exc:  # one clear line for people; the traceback with -v
+        if args.verbose:
+            raise
+        print(f"stationflow: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""The station inventory (``config/stations.yaml``) as typed, validated objects.
+
+A wrong inventory is refused whole, with every problem listed as
+``file:line: path.inside[0].the.file: what is wrong``, before any DAG runs on it.
+Endpoints and secrets are Airflow Connection ids here; a secret itself is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stationflow.errors import PermanentError
+from stationflow.settings import load_settings
+
+STATION_ID = r"^[A-Z]{2}-[A-Za-z][A-Za-z0-9]{2}$"  # ICOS: FR-Lam, FR-Aur, FA-Lso
+CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
+ETC_FILE_TYPES = ("EC", "BM", "ST", "SAHEAT", "PHEN")
+HALF_HOURLY_TYPES = ("EC", "PHEN")  # one file per half-hour; the others one per day
+ETC_EXTENSIONS = ("csv", "zip", "bin", "dat", "txt", "jpg")
+_SECRET_KEYS = re.compile(r"pass(word|wd)?|secret|token|api_?key|credential", re.I)
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|hz)\s*$", re.I)
+_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+
+ConnId = Annotated[str, Field(pattern=CONN_ID)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+def parse_interval_ms(text: str | int | float) -> int:
+    """'30min', '30s', '100ms', '20Hz' -> milliseconds (an integer number of them)."""
+    m = _INTERVAL.match(str(text))
+    if not m:
+        raise ValueError(f"interval {text!r}: expected e.g. '30min', '30s', '100ms' or '20Hz'")
+    value, unit = float(m.group(1)), m.group(2).lower()
+    ms = 1000 / value if unit == "hz" and value > 0 else value * _UNIT_MS.get(unit, 0)
+    if ms <= 0 or abs(ms - round(ms)) > 1e-9:
+        raise ValueError(f"interval {text!r} is not a whole, positive number of milliseconds")
+    return round(ms)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# ---------------------------------------------------------------- ICOS file chain
+
+
+class LoggerNetCollect(_Model):
+    """Files LoggerNet writes on the lab PC; the folder is read, never modified."""
+
+    method: Literal["loggernet"]
+    folder: Path
+    tables: list[Name] = Field(min_length=1)
+
+
+class ModbusCollect(_Model):
+    """Direct polling over Modbus/TCP, or RTU frames through a serial server's TCP port."""
+
+    method: Literal["modbus"]
+    connection_id: ConnId
+    transport: Literal["tcp", "rtu_over_tcp"] = "tcp"
+    unit_id: int = Field(1, ge=0, le=247)
+    word_order: Literal["ABCD", "CDAB"] = "CDAB"
+    table: Name = "Modbus"
+    poll_interval: str = "1min"
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        parse_interval_ms(v)
+        return v
+
+
+class FtpPullCollect(_Model):
+    """Files fetched from a station's FTP server (SmartFlux, cameras)."""
+
+    method: Literal["ftp_pull"]
+    connection_id: ConnId
+    remote_dir: str = "/"
+    pattern: str = "*"
+
+
+class FtpPushCollect(_Model):
+    """Files the station pushes to our receiving FTP server (account from a Connection)."""
+
+    method: Literal["ftp_push"]
+    connection_id: ConnId
+
+
+Collect = Annotated[
+    LoggerNetCollect | ModbusCollect | FtpPullCollect | FtpPushCollect,
+    Field(discriminator="method"),
+]
+
+
+class Logger(_Model):
+    id: Name
+    kind: Literal["campbell", "smartflux", "camera"]
+    model: str | None = None
+    collect: Collect
+    health_connection_id: ConnId | None = None  # TCP reachability check + relay reset
+
+
+class EtcFile(_Model):
+    """One file stream the station delivers to the ICOS ETC: (type, logger no., file no.)."""
+
+    type: Literal["EC", "BM", "ST", "SAHEAT", "PHEN"]
+    logger: Name  # id of a logger above
+    table: Name | None = None  # logger table feeding it (Campbell)
+    logger_number: int = Field(ge=1, le=99)
+    file_number: int = Field(ge=1, le=99)
+    extension: Literal["csv", "zip", "bin", "dat", "txt", "jpg"] = "csv"
+    interval: str | None = None  # declared sampling interval, cross-checked with the data
+    missing_value: float | None = None  # default: the inventory's
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_interval_ms(v)
+        return v
+
+    @property
+    def interval_ms(self) -> int | None:
+        return parse_interval_ms(self.interval) if self.interval else None
+
+    @property
+    def half_hourly(self) -> bool:
+        return self.type in HALF_HOURLY_TYPES
+
+
+class EtcUpload(_Model):
+    connection_id: ConnId  # ICOS ETC endpoint; login = station id, password in the Connection
+
+
+class Station(_Model):
+    id: Annotated[str, Field(pattern=STATION_ID)]
+    name: str | None = None
+    icos_class: Literal[1, 2, 3, "associated"] | None = None
+    utc_offset_hours: float = Field(ge=-12, le=14)  # fixed: local STANDARD time, no DST
+    upload: EtcUpload
+    loggers: list[Logger] = Field(min_length=1)
+    files: list[EtcFile] = Field(min_length=1)
+
+    @field_validator("utc_offset_hours")
+    @classmethod
+    def _quarter_hours(cls, v: float) -> float:
+        if (v * 4) != int(v * 4):
+            raise ValueError("a UTC offset is a whole number of quarter hours")
+        return v
+
+    @property
+    def tz(self) -> timezone:
+        """The station's fixed-offset standard time (no daylight saving, as ICOS asks)."""
+        return timezone(timedelta(hours=self.utc_offset_hours), name=f"{self.id} LST")
+
+    def logger(self, logger_id: str) -> Logger:
+        return next(lg for lg in self.loggers if lg.id == logger_id)
+
+
+# ------------------------------------------------------- Smart Emission record chain
+
+
+class Device(_Model):
+    id: int = Field(ge=0)
+    type: Literal["josene", "ase"] = "josene"
+    name: str | None = None
+
+
+class WhaleHarvest(_Model):
+    kind: Literal["whale"]
+    connection_id: ConnId
+    devices: Literal["all"] | list[int] = "all"
+    lookback_hours: int = Field(48, ge=1, le=24 * 31)
+
+
+class InfluxHarvest(_Model):
+    kind: Literal["influxdb"]
+    connection_id: ConnId
+    database: str
+    measurements: dict[str, int] = Field(min_length=1)  # measurement -> device id
+
+
+Harvest = Annotated[WhaleHarvest | InfluxHarvest, Field(discriminator="kind")]
+
+
+class PublishTarget(_Model):
+    kind: Literal["sta", "sos"]
+    connection_id: ConnId
+
+
+class SensorNetwork(_Model):
+    id: Name
+    name: str | None = None
+    harvest: list[Harvest] = Field(min_length=1)
+    devices: list[Device] = Field(default_factory=list)
+    indicators: list[Name] = Field(min_length=1)
+    publish: list[PublishTarget] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------- inventory
+
+
+class Defaults(_Model):
+    missing_value: float = -9999
+
+
+class Inventory(_Model):
+    version: Literal[1] = 1
+    defaults: Defaults = Defaults()
+    stations: list[Station] = Field(default_factory=list)
+    sensor_networks: list[SensorNetwork] = Field(default_factory=list)
+
+    def station(self, station_id: str) -> Station:
+        for s in self.stations:
+            if s.id == station_id:
+                return s
+        raise KeyError(f"no station {station_id!r} in the inventory")
+
+    def missing_value(self, f: EtcFile) -> float:
+        return self.defaults.missing_value if f.missing_value is None else f.missing_value
+
+
+# ------------------------------------------------------------------------ loading
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # stations[0].files[1].file_number
+    line: int | None
+    message: str
+
+
+class ConfigError(PermanentError, ValueError):
+    """The inventory is wrong; ``problems`` lists every place, with line numbers."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}:{p.line or '?'}: {p.path or '(top)'}: {p.message}" for p in problems]
+        super().__init__("invalid station inventory\n" + "\n".join(lines))
+
+
+def _locate(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[str, int | None]:
+    """``loc`` as text (``stations[0].files[1].logger``) and its 1-based line in the YAML.
+
+    Parts absent from the document are union tags pydantic adds (dropped) or, at the
+    end, the missing key itself (kept, on its parent's line).
+    """
+    node, parts = root, []
+    for i, part in enumerate(loc):
+        nxt = None
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            nxt = node.value[part] if 0 <= part < len(node.value) else None
+        if nxt is not None or i == len(loc) - 1:
+            parts.append(part)
+        if nxt is not None:
+            node = nxt
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text, (node.start_mark.line + 1 if node is not None else None)
+
+
+def _secret_problems(data: Any, loc: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    found = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if _SECRET_KEYS.search(str(k)):
+                found.append(
+                    ((*loc, k), "secrets live in Airflow Connections, never in stations.yaml")
+                )
+            found += _secret_problems(v, (*loc, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found += _secret_problems(v, (*loc, i))
+    return found
+
+
+def _duplicates(items: list[Any], key: str, loc: tuple[Any, ...], what: str):
+    seen = Counter(getattr(x, key) for x in items)
+    return [
+        ((*loc, i, key), f"duplicate {what} {getattr(x, key)!r}")
+        for i, x in enumerate(items)
+        if seen[getattr(x, key)] > 1
+    ]
+
+
+def _cross_checks(inv: Inventory) -> list[tuple[tuple[Any, ...], str]]:
+    """What one field cannot know: references and uniqueness across the inventory."""
+    out = _duplicates(inv.stations, "id", ("stations",), "station id")
+    out += _duplicates(inv.sensor_networks, "id", ("sensor_networks",), "network id")
+    for si, st in enumerate(inv.stations):
+        out += _duplicates(st.loggers, "id", ("stations", si, "loggers"), "logger id")
+        logger_ids = {lg.id for lg in st.loggers}
+        streams: Counter = Counter((f.type, f.logger_number, f.file_number) for f in st.files)
+        for fi, f in enumerate(st.files):
+            at = ("stations", si, "files", fi)
+            if f.logger not in logger_ids:
+                out.append(((*at, "logger"), f"no logger {f.logger!r} in this station"))
+            if streams[(f.type, f.logger_number, f.file_number)] > 1:
+                out.append((at, f"{f.type} L{f.logger_number:02d}_F{f.file_number:02d} twice"))
+    for ni, net in enumerate(inv.sensor_networks):
+        out += _duplicates(net.devices, "id", ("sensor_networks", ni, "devices"), "device id")
+    return out
+
+
+def parse_inventory(text: str, source: str = "<stations.yaml>") -> Inventory:
+    """Parse and validate inventory YAML text; raises ConfigError naming every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ConfigError(source, [Problem("", line, f"not valid YAML: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(source, [Problem("", 1, "expected a mapping at the top level")])
+
+    problems = _secret_problems(data)
+    if not problems:
+        try:
+            inv = Inventory.model_validate(data)
+        except ValidationError as exc:
+            problems = [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
+        else:
+            problems = _cross_checks(inv)
+            if not problems:
+                return inv
+    raise ConfigError(source, [Problem(*_locate(root, loc), msg) for loc, msg in problems])
+
+
+def load_inventory(path: Path | str | None = None) -> Inventory:
+    """Read the inventory from ``path`` (default: STATIONFLOW_CONFIG or config/stations.yaml)."""
+    path = Path(path) if path else load_settings().config_path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [Problem("", None, f"cannot read: {exc.strerror}")]) from exc
+    return parse_inventory(text, str(path))

@@ -1,0 +1,207 @@
+"""``stationflow demo`` / ``stop``: the whole system on this machine, safe to run again.
+
+Starts the embedded PostgreSQL, migrates both databases, runs ``airflow standalone`` in
+its own process group and records what it started in ``<home>/run/demo.json``, so
+``stop`` ends exactly that and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+from stationflow.airflow_env import airflow_environment
+from stationflow.settings import Settings
+from stationflow.state import embedded
+from stationflow.state.db import state_db_url
+from stationflow.state.migrate import migrate
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DemoInfo:
+    url: str
+    user: str
+    password: str | None
+    dag_ids: list[str]
+    import_errors: list[str]
+    log: Path
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.run_dir / "demo.json"
+
+
+def _read_state(settings: Settings) -> dict:
+    try:
+        return json.loads(_state_file(settings).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(settings: Settings, state: dict) -> None:
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    _state_file(settings).write_text(json.dumps(state, indent=2))
+
+
+def _our_airflow(pid: int | None) -> psutil.Process | None:
+    """The recorded ``airflow standalone`` process, if it is still that process."""
+    if not pid:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        return proc if "standalone" in proc.cmdline() and proc.is_running() else None
+    except psutil.Error:
+        return None
+
+
+def admin_password(settings: Settings, env: dict[str, str]) -> str | None:
+    """The admin password Airflow's SimpleAuthManager generated for this home."""
+    home = Path(env.get("AIRFLOW_HOME", settings.airflow_home))
+    try:
+        return json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())[
+            "admin"
+        ]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def prepare_databases(settings: Settings) -> list[str]:
+    """Start/create/migrate the state database; returns the migrations applied now."""
+    return [m.path.name for m in migrate(state_db_url(settings), settings.sql_dir)]
+
+
+def _wait_healthy(base: str, proc: psutil.Process, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+            raise DemoError("airflow standalone exited; see its log")
+        try:
+            r = requests.get(f"{base}/api/v2/monitor/health", timeout=5)
+            body = r.json() if r.ok else {}
+            if r.ok and body.get("scheduler", {}).get("status") == "healthy":
+                return
+            last = f"HTTP {r.status_code} {body}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        time.sleep(2)
+    raise DemoError(f"Airflow was not healthy within {timeout:.0f} s (last: {last})")
+
+
+def _api_token(base: str, password: str) -> str:
+    r = requests.post(
+        f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=10
+    )
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
+def wait_for_dags(
+    base: str, password: str, expected: set[str], timeout: float
+) -> tuple[list[str], list[str]]:
+    """Poll the REST API until every expected DAG is parsed (or an import error shows)."""
+    headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
+    deadline = time.monotonic() + timeout
+    while True:
+        dags = requests.get(f"{base}/api/v2/dags?limit=1000", headers=headers, timeout=10)
+        errs = requests.get(f"{base}/api/v2/importErrors?limit=1000", headers=headers, timeout=10)
+        dags.raise_for_status()
+        errs.raise_for_status()
+        ids = sorted(d["dag_id"] for d in dags.json()["dags"])
+        errors = [f"{e['filename']}: {e['stack_trace']}" for e in errs.json()["import_errors"]]
+        if errors or expected <= set(ids) or time.monotonic() > deadline:
+            return ids, errors
+        time.sleep(3)
+
+
+def expected_dag_ids(settings: Settings) -> set[str]:
+    """DAG ids declared in dags/*.py, read as text so the demo needs no DagBag of its own."""
+    import re
+
+    pattern = re.compile(r"""dag_id\s*=\s*["']([\w.-]+)["']""")
+    return {
+        m.group(1) for f in settings.dags_dir.glob("*.py") for m in pattern.finditer(f.read_text())
+    }
+
+
+def start(settings: Settings, *, timeout: float = 300) -> DemoInfo:
+    state = _read_state(settings)
+    info, started_pg = (
+        embedded.ensure_running(settings.pgdata)
+        if settings.uses_embedded_db
+        else (
+            None,
+            False,
+        )
+    )
+    if started_pg and info is not None:
+        state["postgres_pid"] = info.pid
+        _write_state(settings, state)
+    prepare_databases(settings)
+    env = airflow_environment(settings)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.log_dir / "airflow-standalone.log"
+
+    proc = _our_airflow(state.get("airflow_pid"))
+    if proc is None:
+        subprocess.run(
+            ["airflow", "db", "migrate"], env=env, check=True, capture_output=True, text=True
+        )
+        with log_path.open("ab") as out:
+            popen = subprocess.Popen(
+                ["airflow", "standalone"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stop ends all its children
+                cwd=settings.root,
+            )
+        state["airflow_pid"] = popen.pid
+        _write_state(settings, state)
+        proc = psutil.Process(popen.pid)
+
+    base = env["AIRFLOW__API__BASE_URL"]
+    _wait_healthy(base, proc, timeout)
+    password = admin_password(settings, env)
+    ids, errors = ([], [])
+    if password:
+        ids, errors = wait_for_dags(base, password, expected_dag_ids(settings), timeout=timeout)
+    return DemoInfo(base, "admin", password, ids, errors, log_path)
+
+
+def _terminate_group(proc: psutil.Process, grace: float = 30) -> None:
+    pgid = os.getpgid(proc.pid)
+    members = [proc, *proc.children(recursive=True)]
+    os.killpg(pgid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(members, timeout=grace)
+    if alive:
+        os.killpg(pgid, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=10)
+
+
+def stop(settings: Settings) -> list[str]:
+    """Stop what ``start`` recorded (by pid); returns what was stopped."""
+    state = _read_state(settings)
+    stopped = []
+    proc = _our_airflow(state.pop("airflow_pid", None))
+    if proc is not None:
+        _terminate_group(proc)
+        stopped.append(f"airflow standalone (pid {proc.pid})")
+    pg_pid = state.pop("postgres_pid", None)
+    if pg_pid and embedded.stop(settings.pgdata, expected_pid=pg_pid):
+        stopped.append(f"embedded PostgreSQL (pid {pg_pid})")
+    _write_state(settings, state)
+    return stopped

@@ -1,0 +1,1 @@
+"""PostgreSQL state: the embedded server, migrations, connections, ledger and audit log."""
