@@ -38,7 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "STATIONFLOW_HOME": str(tmp / "home"),
             "STATIONFLOW_DB_URL": info.url("stationflow"),
             "AIRFLOW_HOME": str(tmp / "airflow"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": info.url("airflow", driver="postgresql+psycopg2"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": info.url(
+                "airflow", driver="postgresql+psycopg2"
+            ),
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

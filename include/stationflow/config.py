@@ -322,7 +322,8 @@ def parse_inventory(text: str, source: str = "<stations.yaml>") -> Inventory:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        what = " ".join(filter(None, [getattr(exc, "context", None), getattr(exc, "problem", None)]))
+        parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+        what = " ".join(p for p in parts if p)
         raise ConfigError(source, [Problem("", line, f"not valid YAML: {what or exc}")]) from exc
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", 1, "expected a mapping at the top level")])

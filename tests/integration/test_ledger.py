@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 
 T0 = datetime(2026, 11, 20, 23, 0, tzinfo=UTC)  # 2026-11-21 00:00 at UTC+1
 
@@ -17,29 +18,51 @@ def md5(b: bytes) -> str:
     return hashlib.md5(b).hexdigest()  # noqa: S324 - the ETC protocol's checksum
 
 
+def insert(conn, table: str, row: dict) -> int:
+    query = sql.SQL("INSERT INTO stationflow.{} ({}) VALUES ({}) RETURNING id").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, row)),
+        sql.SQL(", ").join(map(sql.Placeholder, row)),
+    )
+    return conn.execute(query, row).fetchone()[0]
+
+
 def add_fragment(conn, data: bytes, source="loggernet:cr3000/Meteo", **kw) -> int:
-    row = {"station": "FR-Lam", "source": source, "path": f"/landing/{sha(data)}",
-           "size": len(data), "sha256": sha(data), "first_ts": T0,
-           "last_ts": T0 + timedelta(hours=1), "rows": 3, **kw}
-    cols = ", ".join(row)
-    vals = ", ".join(f"%({k})s" for k in row)
-    return conn.execute(
-        f"INSERT INTO stationflow.fragment ({cols}) VALUES ({vals}) RETURNING id", row  # noqa: S608
-    ).fetchone()[0]
+    row = {
+        "station": "FR-Lam",
+        "source": source,
+        "path": f"/landing/{sha(data)}",
+        "size": len(data),
+        "sha256": sha(data),
+        "first_ts": T0,
+        "last_ts": T0 + timedelta(hours=1),
+        "rows": 3,
+        **kw,
+    }
+    return insert(conn, "fragment", row)
 
 
 def add_output(conn, data: bytes, version=1, **kw) -> int:
-    row = {"station": "FR-Lam", "file_type": "BM", "logger_number": 1, "file_number": 1,
-           "period_start": T0, "period_end": T0 + timedelta(days=1),
-           "etc_name": "FR-Lam_BM_20261121_L01_F01.csv", "path": "/out/x.csv", "size": len(data),
-           "md5": md5(data), "sha256": sha(data), "rows_expected": 48, "rows_present": 46,
-           "rows_filled": 2, "interval_ms": 1_800_000, "version": version, **kw}
-    cols = ", ".join(row)
-    vals = ", ".join(f"%({k})s" for k in row)
-    return conn.execute(
-        f"INSERT INTO stationflow.output_file ({cols}) VALUES ({vals}) RETURNING id",  # noqa: S608
-        row,
-    ).fetchone()[0]
+    row = {
+        "station": "FR-Lam",
+        "file_type": "BM",
+        "logger_number": 1,
+        "file_number": 1,
+        "period_start": T0,
+        "period_end": T0 + timedelta(days=1),
+        "etc_name": "FR-Lam_BM_20261121_L01_F01.csv",
+        "path": "/out/x.csv",
+        "size": len(data),
+        "md5": md5(data),
+        "sha256": sha(data),
+        "rows_expected": 48,
+        "rows_present": 46,
+        "rows_filled": 2,
+        "interval_ms": 1_800_000,
+        "version": version,
+        **kw,
+    }
+    return insert(conn, "output_file", row)
 
 
 def upload(conn, out_id: int, attempt: int, outcome: str, status=None, receipt=None):
@@ -81,9 +104,15 @@ def test_output_versions_never_repeat_bytes(conn):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("file_type", "MET"), ("logger_number", 0), ("file_number", 100),
-     ("md5", "D41D8CD98F00B204E9800998ECF8427E"), ("rows_filled", 10), ("interval_ms", 0),
-     ("period_start", T0 + timedelta(days=2))],
+    [
+        ("file_type", "MET"),
+        ("logger_number", 0),
+        ("file_number", 100),
+        ("md5", "D41D8CD98F00B204E9800998ECF8427E"),
+        ("rows_filled", 10),
+        ("interval_ms", 0),
+        ("period_start", T0 + timedelta(days=2)),
+    ],
 )
 def test_output_file_rejects_nonsense(conn, field, value):
     with pytest.raises(psycopg.errors.CheckViolation):

@@ -7,8 +7,8 @@ from stationflow.config import (
     LoggerNetCollect,
     ModbusCollect,
     load_inventory,
-    parse_inventory,
     parse_interval_ms,
+    parse_inventory,
 )
 from stationflow.errors import PermanentError
 from stationflow.settings import PROJECT_ROOT
@@ -68,8 +68,15 @@ def test_minimal_inventory_and_defaults():
 
 @pytest.mark.parametrize(
     ("text", "ms"),
-    [("30min", 1_800_000), ("30s", 30_000), ("100ms", 100), ("20Hz", 50), ("10 hz", 100),
-     ("1h", 3_600_000), ("0.5s", 500)],
+    [
+        ("30min", 1_800_000),
+        ("30s", 30_000),
+        ("100ms", 100),
+        ("20Hz", 50),
+        ("10 hz", 100),
+        ("1h", 3_600_000),
+        ("0.5s", 500),
+    ],
 )
 def test_interval_parsing(text, ms):
     assert parse_interval_ms(text) == ms
