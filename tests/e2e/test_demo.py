@@ -1,0 +1,81 @@
+"""`stationflow demo` on a fresh home, as a newcomer runs it: up, listed, again, stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+pytestmark = pytest.mark.airflow
+
+STATIONFLOW = str(Path(sys.executable).parent / "stationflow")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def demo_env(tmp_path):
+    """A user's environment: no overrides, so both databases are embedded in the home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STATIONFLOW_"))}
+    env.update(STATIONFLOW_HOME=str(tmp_path), STATIONFLOW_AIRFLOW_PORT=str(free_port()))
+    yield env
+    subprocess.run([STATIONFLOW, "stop"], env=env, capture_output=True, timeout=120)
+
+
+def sf(env, *args, timeout=420):
+    return subprocess.run(
+        [STATIONFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_demo_up_again_and_stop(demo_env, tmp_path):
+    port = demo_env["STATIONFLOW_AIRFLOW_PORT"]
+    first = sf(demo_env, "demo")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"Airflow UI:  http://localhost:{port}" in first.stdout
+    assert "stationflow_inventory" in first.stdout
+    password = next(ln.split()[-1] for ln in first.stdout.splitlines() if ln.startswith("password"))
+
+    health = requests.get(f"http://localhost:{port}/api/v2/monitor/health", timeout=10)
+    assert health.status_code == 200
+    assert health.json()["metadatabase"]["status"] == "healthy"
+    token = requests.post(
+        f"http://localhost:{port}/auth/token",
+        json={"username": "admin", "password": password},
+        timeout=10,
+    ).json()["access_token"]
+    errors = requests.get(
+        f"http://localhost:{port}/api/v2/importErrors",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()
+    assert errors["total_entries"] == 0
+
+    state = json.loads((tmp_path / "run" / "demo.json").read_text())
+    airflow_pid, pg_pid = state["airflow_pid"], state["postgres_pid"]
+    assert not list((tmp_path / "airflow").glob("*.db"))  # no SQLite file anywhere
+
+    again = sf(demo_env, "demo")  # safe to run again: same processes, same answer
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "run" / "demo.json").read_text())["airflow_pid"] == airflow_pid
+
+    children = psutil.Process(airflow_pid).children(recursive=True)
+    stopped = sf(demo_env, "stop", timeout=120)
+    assert stopped.returncode == 0
+    assert f"stopped airflow standalone (pid {airflow_pid})" in stopped.stdout
+    assert f"stopped embedded PostgreSQL (pid {pg_pid})" in stopped.stdout
+    assert not psutil.pid_exists(airflow_pid) or psutil.Process(airflow_pid).status() == "zombie"
+    assert not [c for c in children if c.is_running() and c.status() != "zombie"]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://localhost:{port}/api/v2/monitor/health", timeout=5)
