@@ -138,17 +138,11 @@ def expected_dag_ids(settings: Settings) -> set[str]:
 
 def start(settings: Settings, *, timeout: float = 300) -> DemoInfo:
     state = _read_state(settings)
-    info, started_pg = (
-        embedded.ensure_running(settings.pgdata)
-        if settings.uses_embedded_db
-        else (
-            None,
-            False,
-        )
-    )
-    if started_pg and info is not None:
-        state["postgres_pid"] = info.pid
-        _write_state(settings, state)
+    if settings.uses_embedded_db:
+        info, started_now = embedded.ensure_running(settings.pgdata)
+        if started_now:  # recorded, so `stop` ends it; a server started otherwise is left alone
+            state["postgres_pid"] = info.pid
+            _write_state(settings, state)
     prepare_databases(settings)
     env = airflow_environment(settings)
     settings.log_dir.mkdir(parents=True, exist_ok=True)

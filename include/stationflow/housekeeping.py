@@ -14,7 +14,7 @@ from stationflow.config import load_inventory
 from stationflow.errors import PermanentError
 from stationflow.settings import load_settings
 from stationflow.state.audit import RunIds, audit
-from stationflow.state.db import connect
+from stationflow.state.db import connect, state_db_url
 from stationflow.state.migrate import status
 
 
@@ -38,8 +38,6 @@ def inventory_summary(path: Path | None = None) -> dict[str, Any]:
 
 def check_schema(url: str | None = None) -> list[str]:
     """Names of the applied migrations; raises SchemaNotCurrent when any is pending."""
-    from stationflow.state.db import state_db_url
-
     settings = load_settings()
     states = status(url or state_db_url(settings), settings.sql_dir)
     pending = [s.migration.path.name for s in states if s.applied_at is None]
