@@ -125,6 +125,91 @@ def _airflow(args: argparse.Namespace) -> int:
     return 127  # pragma: no cover
 
 
+def _columns_map(path: str | None) -> dict[str, str] | None:
+    """A YAML mapping or a two-column CSV: logger column -> ICOS variable name."""
+    if not path:
+        return None
+    import csv
+    from pathlib import Path
+
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".csv"):
+        rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#")]
+        mapping = {r[0].strip(): r[1].strip() for r in rows}
+    else:
+        mapping = yaml.safe_load(text)
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise ValueError(f"{path}: expected a mapping of logger column -> ICOS variable name")
+    return {str(k): v for k, v in mapping.items()}
+
+
+def _assemble(args: argparse.Namespace) -> int:
+    import json
+    from datetime import date
+    from pathlib import Path
+
+    from stationflow.config import ConfigError, load_inventory
+    from stationflow.refine.assemble import Request, assemble
+
+    stream, offset = None, args.utc_offset
+    try:
+        station = load_inventory().station(args.station)
+        offset = station.utc_offset_hours if offset is None else offset
+        stream = next(
+            (
+                f
+                for f in station.files
+                if (f.type, f.logger_number, f.file_number) == (args.type, args.logger, args.file)
+            ),
+            None,
+        )
+    except (ConfigError, KeyError):
+        station = None
+    if offset is None:
+        print(
+            f"stationflow: error: {args.station} is not in the inventory: give --utc-offset",
+            file=sys.stderr,
+        )
+        return 2
+    interval = None if args.interval == "auto" else float(args.interval)
+    declared = stream.interval_ms / 1000 if stream is not None and stream.interval_ms else None
+    req = Request(
+        station=args.station,
+        file_type=args.type,
+        logger=args.logger,
+        file=args.file,
+        day=date.fromisoformat(args.date),
+        output_dir=Path(args.output_dir),
+        utc_offset_hours=offset,
+        interval_s=interval,
+        declared_interval_s=declared,
+        missing=args.missing
+        if args.missing is not None
+        else (stream.missing_value if stream and stream.missing_value is not None else -9999),
+        layout=args.layout or (stream.layout if stream else "toa5"),
+        columns_map=_columns_map(args.columns_map) or (stream.columns if stream else None),
+        extension=args.extension,
+        new_columns=args.new_columns,
+        quarantine_dir=Path(args.quarantine_dir) if args.quarantine_dir else None,
+    )
+    result = assemble(req, [Path(p) for p in args.fragments])
+    if not args.no_ledger:
+        from stationflow.refine.record import record
+        from stationflow.state.db import connect
+
+        with connect() as conn:
+            record(conn, req, result)
+    for o in result.outputs:
+        print(json.dumps(o.report))
+    for issue in result.issues:
+        print(f"{issue.level}: {issue}", file=sys.stderr)
+    if not result.outputs:
+        print("stationflow: no output: no usable row for that day", file=sys.stderr)
+    return 1 if result.has_errors or not result.outputs else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stationflow",
@@ -174,6 +259,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chk.add_argument("path", nargs="?", help="inventory file (default: STATIONFLOW_CONFIG)")
     chk.set_defaults(func=_config_check)
+
+    asm = sub.add_parser(
+        "assemble",
+        help="merge fragments, fill gaps, write the ETC file(s) of one day",
+        description="Merge the fragments of one logger table (any order, overlaps, duplicates),"
+        " detect the sampling interval, fill every missing timestamp of the ETC day (or of each"
+        " EC/PHEN half-hour) with the missing code and write the ETC-named file(s). Prints one"
+        " JSON report per file; unreadable fragments are moved to the quarantine folder."
+        " Defaults come from the inventory when the station and file are in it."
+        " Exit 0: all good; 1: written, but some input was bad (see stderr); 2: usage.",
+    )
+    asm.add_argument("--station", required=True, help="ICOS station id, e.g. FR-Lam")
+    asm.add_argument("--type", required=True, choices=["EC", "BM", "ST", "SAHEAT", "PHEN"])
+    asm.add_argument("--logger", required=True, type=int, help="ETC logger number (L..)")
+    asm.add_argument("--file", required=True, type=int, help="ETC file number (F..)")
+    asm.add_argument("--date", required=True, help="the ETC day, YYYY-MM-DD (local standard)")
+    asm.add_argument("--utc-offset", type=float, help="hours; default: the station's")
+    asm.add_argument("--interval", default="auto", help="'auto' (detect) or SECONDS")
+    asm.add_argument("--missing", type=float, help="missing-value code (default -9999)")
+    asm.add_argument("--layout", choices=["toa5", "etc"], help="default: the file's or toa5")
+    asm.add_argument("--columns-map", help="YAML or CSV: logger column -> ICOS name (etc)")
+    asm.add_argument("--extension", choices=["csv", "dat", "txt"], help="daily files' ext.")
+    asm.add_argument(
+        "--new-columns",
+        choices=["report", "next-file"],
+        default="report",
+        help="a fragment with another column set: report it, or write it under"
+        " the next file number",
+    )
+    asm.add_argument("--output-dir", required=True, help="where the ETC files are written")
+    asm.add_argument("--quarantine-dir", help="default: OUTPUT_DIR/quarantine")
+    asm.add_argument("--no-ledger", action="store_true", help="do not record in the state DB")
+    asm.add_argument("fragments", nargs="+", help="fragment files (TOA5, TOB1, .ghg)")
+    asm.set_defaults(func=_assemble)
 
     dm = sub.add_parser(
         "demo",

@@ -119,6 +119,8 @@ class EtcFile(_Model):
     extension: Literal["csv", "zip", "bin", "dat", "txt", "jpg"] = "csv"
     interval: str | None = None  # declared sampling interval, cross-checked with the data
     missing_value: float | None = None  # default: the inventory's
+    layout: Literal["toa5", "etc"] = "toa5"  # keep the logger layout, or ICOS variable names
+    columns: dict[str, str] | None = None  # etc layout: logger column -> ICOS variable name
 
     @field_validator("interval")
     @classmethod

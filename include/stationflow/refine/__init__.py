@@ -1,0 +1,1 @@
+"""Refine steps. Files: merge fragments, detect the interval, fill gaps, write ETC files."""
