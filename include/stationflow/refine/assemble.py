@@ -24,7 +24,8 @@ from stationflow.formats.etc_names import HALF_HOURLY, EtcName
 from stationflow.formats.table import NS, Issue, Table, UnreadableFragment
 from stationflow.formats.timestamps import DAY_NS, days_from_civil
 from stationflow.refine import sampling
-from stationflow.refine.etc_writer import HashingWriter, Layout, missing_text, write_etc, write_toa5
+from stationflow.refine.etc_writer import Layout, missing_text, write_etc, write_toa5
+from stationflow.refine.hashing import HashingWriter, sha256_bytes_async
 from stationflow.refine.merge import Grid, Plan, plan
 
 HALF_HOUR = 1800 * NS
@@ -113,11 +114,16 @@ def read_fragments(paths: list[Path], req: Request) -> list[Fragment]:
     ordered = sorted(enumerate(paths), key=lambda ip: (Path(ip[1]).stat().st_mtime_ns, ip[0]))
     for _, p in ordered:
         p = Path(p)
-        frag = Fragment(p, size=p.stat().st_size, sha256=_sha256(p))
+        data = p.read_bytes()
+        digest = sha256_bytes_async(data)  # beside the parsing, not after it
+        frag = Fragment(p, size=len(data))
         try:
-            frag.table = read_any(p, utc_offset_hours=req.utc_offset_hours)
+            frag.table = read_any(data, str(p), utc_offset_hours=req.utc_offset_hours)
         except UnreadableFragment as exc:
             frag.reason = str(exc)
+        frag.sha256 = digest.hexdigests()["sha256"]
+        del data
+        if frag.table is None:
             qdir = req.quarantine_dir or req.output_dir / "quarantine"
             frag.quarantined_to = quarantine(p, frag.reason, qdir)
         frags.append(frag)
@@ -176,41 +182,41 @@ def _write(req: Request, name: EtcName, layout: Layout, p: Plan, tables: list[Ta
     missing = missing_text(req.missing)
     header = tables[-1].header
 
-    def body(sink: HashingWriter) -> None:
+    def body(sink: HashingWriter | io.BytesIO) -> None:
         if layout.kind == "toa5":
             write_toa5(sink, header.toa5_lines(), p, tables, missing, len(header.fields))
         else:
             write_etc(sink, layout, p, tables, missing)
 
-    if name.extension == "zip":  # EC / PHEN half-hours travel zipped, one file each
-        inner = io.BytesIO()
-        body(HashingWriter(inner))
-        info = zipfile.ZipInfo(
-            f"{name.stem}.{'dat' if layout.kind == 'toa5' else 'csv'}",
-            date_time=name.time.timetuple()[:6],
-        )
-        info.compress_type, info.create_system, info.external_attr = (
-            zipfile.ZIP_DEFLATED,
-            3,
-            0o644 << 16,
-        )
-        with tmp.open("wb") as f:
-            sink = HashingWriter(f)
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w") as z:
-                z.writestr(info, inner.getvalue())
-            sink.write(buf.getvalue())
-    else:
-        with tmp.open("wb") as f:
-            sink = HashingWriter(f)
+    with tmp.open("wb") as f:
+        sink = HashingWriter(f)
+        if name.extension == "zip":  # EC / PHEN half-hours travel zipped, one file each
+            inner = io.BytesIO()
+            body(inner)
+            member = f"{name.stem}.{'dat' if layout.kind == 'toa5' else 'csv'}"
+            sink.write(_deterministic_zip(member, inner.getvalue(), name.time))
+        else:
             body(sink)
-    sha = sink.sha256.hexdigest()
-    if target.exists() and _sha256(target) != sha:
+        digests = sink.close()
+    if target.exists() and (
+        target.stat().st_size != sink.size or _sha256(target) != digests["sha256"]
+    ):
         kept = req.output_dir / "superseded" / f"{target.name}.{_sha256(target)[:12]}"
         kept.parent.mkdir(exist_ok=True)
         os.replace(target, kept)
     os.replace(tmp, target)
-    return {"md5": sink.md5.hexdigest(), "sha256": sha, "size": sink.size}
+    return {**digests, "size": sink.size}
+
+
+def _deterministic_zip(member: str, content: bytes, when: datetime) -> bytes:
+    """One-member zip whose bytes depend only on its content (fixed time and attributes)."""
+    info = zipfile.ZipInfo(member, date_time=when.timetuple()[:6])
+    info.compress_type, info.create_system = zipfile.ZIP_DEFLATED, 3
+    info.external_attr = 0o644 << 16
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(info, content)
+    return buf.getvalue()
 
 
 def assemble(req: Request, paths: list[Path]) -> Result:

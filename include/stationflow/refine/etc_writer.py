@@ -7,16 +7,15 @@ timestamps. Both: CRLF, numbers unquoted, ``"NAN"`` written as the missing code.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import numpy as np
 
 from stationflow.formats.table import Table
 from stationflow.formats.timestamps import format_compact, format_toa5, fraction_digits
+from stationflow.refine.hashing import HashingWriter
 from stationflow.refine.merge import Plan
 
 CRLF = b"\r\n"
@@ -27,20 +26,6 @@ _NOT_A_NUMBER = (b'"NAN"', b'"INF"', b'"-INF"')
 
 def missing_text(value: float) -> bytes:
     return (str(int(value)) if float(value).is_integer() else repr(float(value))).encode()
-
-
-class HashingWriter:
-    """A binary sink that keeps the md5 and sha256 of everything written to it."""
-
-    def __init__(self, out: BinaryIO):
-        self.out, self.size = out, 0
-        self.md5, self.sha256 = hashlib.md5(), hashlib.sha256()  # noqa: S324 - ETC protocol
-
-    def write(self, chunk: bytes) -> None:
-        self.out.write(chunk)
-        self.md5.update(chunk)
-        self.sha256.update(chunk)
-        self.size += len(chunk)
 
 
 @dataclass(frozen=True)
