@@ -114,7 +114,7 @@ def test_nan_and_lf_are_written_as_the_etc_wants(tmp_path):
 
 
 def test_a_bad_line_between_good_ones_is_never_copied(tmp_path):
-    rows = FULL_DAY[:5] + [b"\x00\x00garbage\x00"] + FULL_DAY[5:]
+    rows = [*FULL_DAY[:5], b"\x00\x00garbage\x00", *FULL_DAY[5:]]
     res = assemble(request(tmp_path), [write(tmp_path, "a.dat", rows)])
     assert body(res) == FULL_DAY
     assert res.has_errors and f"{tmp_path / 'a.dat'}:10: unparsable timestamp" in str(res.issues[0])

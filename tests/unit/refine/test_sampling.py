@@ -46,5 +46,5 @@ def test_too_little_data_or_out_of_range():
     with pytest.raises(ValueError, match="fewer than two rows"):
         choose([grid(S, 1)], None, None)
     assert choose([grid(S, 1)], None, 30 * S).ns == 30 * S  # a single row with a known interval
-    with pytest.raises(ValueError, match="outside 100 Hz .. 30 min"):
+    with pytest.raises(ValueError, match=r"outside 100 Hz \.\. 30 min"):
         choose([grid(3600 * S, 10)], None, None)
