@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stationflow.formats.table import Header, Table, UnreadableFragment
-from stationflow.formats.timestamps import DAY_NS, NS, civil_from_days
+from stationflow.formats.timestamps import NS, civil_from_days
 
 EPOCH_1990_S = 631_152_000  # 1990-01-01 00:00:00 (logger epoch) in seconds since 1970-01-01
 HEADER_LINES = 5
@@ -197,67 +198,135 @@ def _binary(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(_BIN, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
+def _digit_table() -> tuple[np.ndarray, np.ndarray]:
+    """Digits of 000..999 as 3-byte items, and the trailing zeros of each (3 for 000)."""
+    k = np.arange(1000)
+    digits = np.stack([k // 100, k // 10 % 10, k % 10], axis=1).astype(np.uint8) + ord("0")
+    zeros = np.where(k == 0, 3, (k % 10 == 0).astype(np.int64) + (k % 100 == 0))
+    return np.ascontiguousarray(digits).view("V3").ravel(), zeros
+
+
+_DIGITS3, _ZEROS3 = _digit_table()
+_DIGITS2 = np.ascontiguousarray(_DIGITS3.view(np.uint8).reshape(1000, 3)[:100, 1:]).view("V2")
+_DIGITS2 = _DIGITS2.ravel()  # 00..99
+# YYYY-MM-DD HH:MM:SS as 2-digit pieces and separators, and a whole quoted timestamp
+_SECOND = np.dtype(
+    {
+        "names": ["c", "y", "m", "d", "hh", "mi", "ss", "s4", "s7", "s10", "s13", "s16"],
+        "formats": ["V2"] * 7 + ["u1"] * 5,
+        "offsets": [0, 2, 5, 8, 11, 14, 17, 4, 7, 10, 13, 16],
+        "itemsize": 19,
+    }
+)
+_STAMP = np.dtype(
+    {
+        "names": ["open", "second", "dot", "f1", "f2", "f3", "close"],
+        "formats": ["u1", "V19", "u1", "V3", "V3", "V3", "u1"],
+        "offsets": [0, 1, 20, 21, 24, 27, 30],
+        "itemsize": 31,
+    }
+)
+
+
+def _second_texts(sec: np.ndarray) -> np.ndarray:
+    """``YYYY-MM-DD HH:MM:SS`` (19-byte items) for seconds since 1970-01-01."""
+    days, secs = np.divmod(sec, 86_400)
+    y, m, d = civil_from_days(days)
+    hh, r = np.divmod(secs, 3600)
+    mi, ss = np.divmod(r, 60)
+    out = np.empty(len(sec), dtype=_SECOND)
+    for name, value in (("c", y // 100), ("y", y), ("m", m), ("d", d), ("hh", hh)):
+        out[name] = _DIGITS2[value % 100]
+    out["mi"], out["ss"] = _DIGITS2[mi], _DIGITS2[ss]
+    for name, ch in (("s4", "-"), ("s7", "-"), ("s10", " "), ("s13", ":"), ("s16", ":")):
+        out[name] = ord(ch)
+    return out.view("V19")
+
+
+def _stamp_grid(ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quoted timestamps as an (n, 31) grid of bytes, and the length of each.
+
+    Date and time of day are computed once per run of equal seconds (86 400 runs in a sorted
+    day, at any rate), fractions through a lookup table of 3-digit groups.
+    """
+    ns = np.asarray(ns, dtype=np.int64)
+    n = len(ns)
+    sec, frac = np.divmod(ns, NS)
+    new = np.ones(n, dtype=bool)
+    np.not_equal(sec[1:], sec[:-1], out=new[1:])
+    run = np.cumsum(new) - 1
+
+    out = np.empty(n, dtype=_STAMP)
+    out["open"] = ord('"')
+    out["second"] = _second_texts(sec[new])[run]
+    out["dot"] = ord(".")
+    frac = frac.astype(np.int32)
+    a, rest = np.divmod(frac, 1_000_000)
+    b, c = np.divmod(rest, 1000)
+    out["f1"], out["f2"], out["f3"] = _DIGITS3[a], _DIGITS3[b], _DIGITS3[c]
+    zeros = np.where(c != 0, _ZEROS3[c], np.where(b != 0, 3 + _ZEROS3[b], 6 + _ZEROS3[a]))
+    length = np.where(frac == 0, 21, 31 - zeros)
+    grid = out.view(np.uint8).reshape(n, 31)
+    grid[np.arange(n), length - 1] = ord('"')
+    return grid, length
+
+
 def format_toa5_packed(ns: np.ndarray, *, quoted: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Vectorized ``format_toa5``: all the timestamps packed in one uint8 buffer.
 
     Returns ``(data, offsets)``: timestamp i is ``data[offsets[i]:offsets[i + 1]]``, the same
     bytes ``format_toa5`` gives (fraction trailing zeros dropped), built with numpy only.
     """
-    ns = np.asarray(ns, dtype=np.int64)
-    n = len(ns)
-    days, rem = np.divmod(ns, DAY_NS)
-    y, m, d = civil_from_days(days)
-    secs, frac = np.divmod(rem, NS)
-    hh, r = np.divmod(secs, 3600)
-    mi, ss = np.divmod(r, 60)
-
-    q = int(quoted)
-    width = 29 + 2 * q  # "YYYY-MM-DD HH:MM:SS.fffffffff" and its quotes
-    out = np.empty((n, width), dtype=np.uint8)
-
-    def put(col: int, value: np.ndarray, digits: int) -> None:
-        for k in range(digits - 1, -1, -1):
-            out[:, q + col + k] = value % 10 + 48
-            value = value // 10
-
-    put(0, y, 4)
-    put(5, m, 2)
-    put(8, d, 2)
-    put(11, hh, 2)
-    put(14, mi, 2)
-    put(17, ss, 2)
-    put(20, frac, 9)
-    for col, ch in ((4, "-"), (7, "-"), (10, " "), (13, ":"), (16, ":"), (19, ".")):
-        out[:, q + col] = ord(ch)
-    zeros = np.zeros(n, dtype=np.int64)  # trailing zeros of the fraction (9 when it is 0)
-    for k in range(1, 10):
-        zeros += frac % 10**k == 0
-    length = np.where(frac == 0, 19, 29 - zeros) + 2 * q
+    grid, length = _stamp_grid(ns)
     if quoted:
-        out[:, 0] = ord('"')
-        out[np.arange(n), length - 1] = ord('"')
-    data = out[np.arange(width) < length[:, None]]
-    offsets = np.zeros(n + 1, dtype=np.int64)
+        data = grid[np.arange(31) < length[:, None]]
+    else:
+        length = length - 2
+        data = grid[:, 1:][np.arange(30) < length[:, None]]
+    offsets = np.zeros(len(length) + 1, dtype=np.int64)
     np.cumsum(length, out=offsets[1:])
     return data, offsets
 
 
 def _render_time(ns: np.ndarray) -> pa.Array:
-    return _binary(*format_toa5_packed(ns))
+    """Quoted timestamps as an Arrow array. Each row of the grid is addressed in place by
+    a binary view (every timestamp is longer than the 12 bytes a view would inline), so
+    Arrow's cast does the compaction, several times faster than a numpy boolean mask."""
+    grid, length = _stamp_grid(ns)
+    n = len(length)
+    if n * 31 >= 2**31:  # view offsets are int32
+        return _binary(*format_toa5_packed(ns))
+    views = np.empty((n, 4), dtype=np.int32)  # length, first 4 bytes, buffer 0, offset
+    views[:, 0] = length
+    views[:, 1] = np.ascontiguousarray(grid[:, :4]).view(np.int32).ravel()
+    views[:, 2] = 0
+    views[:, 3] = np.arange(0, 31 * n, 31, dtype=np.int32)
+    buffers = [None, pa.py_buffer(views), pa.py_buffer(grid)]
+    return pa.Array.from_buffers(pa.binary_view(), n, buffers).cast(_BIN)
 
 
-_EXPONENT = re.compile(r"e([+-])(\d)$")
+_EXPONENT = r"e([+-])(\d)$"
+
+
+def _exponent_form(text: pa.Array) -> pa.Array:
+    """``1e-7`` and ``1e+21`` as Campbell spells them: ``1E-07``, ``1E+21``."""
+    text = pc.replace_substring_regex(text, _EXPONENT, r"E\10\2")
+    return pc.replace_substring(text, "e", "E")
 
 
 def _render_float(values: np.ndarray) -> pa.Array:
+    """Shortest round-trip text for the width (float32 or float64), as Arrow casts it:
+    fixed notation for 1e-6 <= |x| < 1e10, exponent form outside."""
     v = values + values.dtype.type(0)  # -0.0 becomes 0.0
-    text = pc.cast(pa.array(v), pa.large_string())  # shortest round-trip text for the width
-    has_e = pc.match_substring(text, "e")
-    if pc.any(has_e).as_py():  # 1e-7, 1e+21: Campbell spells them 1E-07, 1E+21
-        sub = pc.filter(text, has_e)
-        sub = pc.replace_substring_regex(sub, _EXPONENT.pattern, r"E\10\2")
-        sub = pc.replace_substring(sub, "e", "E")
-        text = pc.replace_with_mask(text, has_e, sub)
+    text = pc.cast(pa.array(v), pa.large_string())
+    a = np.abs(v)
+    maybe = np.flatnonzero((a < 2e-6) & (a != 0) | (a >= 5e9) & (a != np.inf))
+    if len(maybe):  # a superset of the values Arrow writes with an exponent; usually none
+        idx = pa.array(maybe)
+        sub = _exponent_form(text.take(idx))
+        mask = np.zeros(len(v), dtype=bool)
+        mask[maybe] = True
+        text = pc.replace_with_mask(text, pa.array(mask), sub)
     special = ~np.isfinite(v)
     if special.any():
         s = v[special]
@@ -266,8 +335,26 @@ def _render_float(values: np.ndarray) -> pa.Array:
     return text.cast(_BIN)
 
 
+LOOKUP_RANGE = 1 << 16  # integer columns spanning fewer values are rendered by table lookup
+
+
 def _render_int(values: np.ndarray) -> pa.Array:
+    if len(values) > LOOKUP_RANGE:
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < LOOKUP_RANGE:  # diagnostics, counters: a few distinct values
+            table = pc.cast(pa.array(np.arange(lo, hi + 1)), pa.large_string()).cast(_BIN)
+            return table.take(pa.array(values.astype(np.int64) - lo))
     return pc.cast(pa.array(values), pa.large_string()).cast(_BIN)
+
+
+_FP2_TEXT: list[pa.Array] = []
+
+
+def _render_fp2(words: np.ndarray) -> pa.Array:
+    """FP2 by lookup in the text of all 65 536 words (made once)."""
+    if not _FP2_TEXT:
+        _FP2_TEXT.append(_render_float(decode_fp2(np.arange(1 << 16, dtype=np.uint16))))
+    return _FP2_TEXT[0].take(pa.array(words.astype(np.uint16)))
 
 
 def _render_bool(values: np.ndarray) -> pa.Array:
@@ -292,7 +379,7 @@ def _render(col: np.ndarray, t: FieldType) -> pa.Array:
     if t.kind == "float":
         return _render_float(_native(col))
     if t.kind == "fp2":
-        return _render_float(decode_fp2(_native(col)))
+        return _render_fp2(_native(col))
     if t.kind == "int":
         return _render_int(_native(col))
     if t.kind == "bool":
@@ -303,18 +390,52 @@ def _render(col: np.ndarray, t: FieldType) -> pa.Array:
     return _render_time((both[:, 0] + EPOCH_1990_S) * NS + both[:, 1])
 
 
-def _rows(columns: list[pa.Array], n: int) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """Join rendered columns into CRLF-terminated lines; returns data, starts, ends."""
+PARALLEL_ROWS = 50_000  # below this, threads cost more than they save
+WORKERS = os.cpu_count() or 1
+
+
+def _join(columns: list[pa.Array], begin: int, end: int) -> tuple[np.ndarray, pa.Buffer]:
+    """Rows begin..end joined with commas: (offsets from 0, buffer of the lines)."""
+    lines = pc.binary_join_element_wise(*(c.slice(begin, end - begin) for c in columns), _COMMA)
+    _, off_buf, data_buf = lines.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int64)[lines.offset : lines.offset + end - begin + 1]
+    first = int(offsets[0])
+    return offsets - first, data_buf.slice(first, int(offsets[-1]) - first)
+
+
+def _lines(jobs: list[tuple], n: int) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """Render every column and join them into CRLF-terminated lines: (data, starts, ends).
+
+    Columns are rendered in threads (numpy and Arrow release the GIL), then rows are joined
+    in as many blocks as threads; the last column carries the CRLF so a join writes whole
+    lines. Only the final concatenation copies the text once more, into ``bytes``.
+    """
     if n == 0:
         return b"", np.empty(0, np.int64), np.empty(0, np.int64)
-    lines = pc.binary_join_element_wise(*columns, _COMMA)
-    lines = pc.binary_join_element_wise(lines, _EMPTY, _CRLF)  # each row + CRLF
-    _, off_buf, data_buf = lines.buffers()
-    offsets = np.frombuffer(off_buf, dtype=np.int64)[lines.offset : lines.offset + n + 1]
-    first = int(offsets[0])
-    data = data_buf.slice(first, int(offsets[-1]) - first).to_pybytes()
-    offsets = offsets - first
-    return data, offsets[:-1].copy(), offsets[1:] - 2
+
+    def render(i: int) -> pa.Array:
+        kind, *args = jobs[i]
+        col = _render_time(*args) if kind == "ts" else _render(*args)
+        if i == len(jobs) - 1:
+            col = pc.binary_join_element_wise(col, _CRLF, _EMPTY)
+        return col
+
+    workers = WORKERS
+    if n < PARALLEL_ROWS or workers < 2:
+        columns = [render(i) for i in range(len(jobs))]
+        blocks = [_join(columns, 0, n)]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            columns = list(pool.map(render, range(len(jobs))))
+            bounds = np.linspace(0, n, workers + 1).astype(int).tolist()
+            blocks = list(pool.map(lambda a, b: _join(columns, a, b), bounds[:-1], bounds[1:]))
+    data = b"".join(buf for _, buf in blocks)
+    offsets = np.empty(n + 1, dtype=np.int64)
+    offsets[0], at, base = 0, 1, 0
+    for off, buf in blocks:
+        offsets[at : at + len(off) - 1] = off[1:] + base
+        at, base = at + len(off) - 1, base + buf.size
+    return data, offsets[:-1], offsets[1:] - 2
 
 
 # ----------------------------------------------------------------------------- reader
@@ -346,11 +467,11 @@ def read_tob1(path_or_bytes: str | os.PathLike | bytes, source: str | None = Non
     nano = rec[keys[layout.names.index("NANOSECONDS")]].astype(np.int64)
     ts = (sec + EPOCH_1990_S) * NS + nano
 
-    columns = [_render_time(ts)]
+    jobs: list[tuple] = [("ts", ts)]
     for key, name, t in zip(keys, layout.names, layout.types, strict=True):
         if name not in ("SECONDS", "NANOSECONDS"):
-            columns.append(_render(rec[key], t))
-    data, starts, ends = _rows(columns, n)
+            jobs.append(("value", rec[key], t))
+    data, starts, ends = _lines(jobs, n)
 
     table = Table(
         source=source,

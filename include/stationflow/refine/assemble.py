@@ -57,7 +57,8 @@ class Fragment:
     sha256: str = ""
     size: int = 0
     quarantined_to: Path | None = None
-    reason: str | None = None
+    reason: str | None = None  # why it could not be read
+    reason_line: int | None = None
 
 
 @dataclass
@@ -120,12 +121,13 @@ def read_fragments(paths: list[Path], req: Request) -> list[Fragment]:
         try:
             frag.table = read_any(data, str(p), utc_offset_hours=req.utc_offset_hours)
         except UnreadableFragment as exc:
-            frag.reason = str(exc)
+            frag.reason, frag.reason_line = exc.reason, exc.line
         frag.sha256 = digest.hexdigests()["sha256"]
         del data
         if frag.table is None:
             qdir = req.quarantine_dir or req.output_dir / "quarantine"
-            frag.quarantined_to = quarantine(p, frag.reason, qdir)
+            where = f"line {frag.reason_line}: " if frag.reason_line else ""
+            frag.quarantined_to = quarantine(p, where + frag.reason, qdir)
         frags.append(frag)
     return frags
 
@@ -227,7 +229,12 @@ def assemble(req: Request, paths: list[Path]) -> Result:
             result.issues += f.table.issues
         else:
             result.issues.append(
-                Issue("error", str(f.path), None, f"{f.reason}; quarantined to {f.quarantined_to}")
+                Issue(
+                    "error",
+                    str(f.path),
+                    f.reason_line,
+                    f"{f.reason}; quarantined to {f.quarantined_to}",
+                )
             )
     groups = _groups(result.fragments)
     for g_index, group in enumerate(groups):
