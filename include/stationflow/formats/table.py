@@ -8,7 +8,9 @@ timestamps; TOB1 and .ghg readers render their rows into the same form.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -71,9 +73,18 @@ class Header:
         return [q(("TOA5", *self.environment)), q(self.fields), q(self.units), q(self.processing)]
 
 
+class SourceChanged(PermanentError):
+    """A released table's file changed before its rows were copied: refuse, never mix."""
+
+
 @dataclass
 class Table:
-    """One fragment, read: header, rows as byte ranges, timestamps, source lines, issues."""
+    """One fragment, read: header, rows as byte ranges, timestamps, source lines, issues.
+
+    A table whose ``data`` is its file's bytes can ``release`` them after parsing; rows are
+    then read back from the file (landing copies are immutable; a change is refused), so a
+    day of fragments is never held in memory all at once.
+    """
 
     source: str
     header: Header
@@ -88,8 +99,35 @@ class Table:
     def __len__(self) -> int:
         return len(self.ts)
 
+    path: Path | None = None
+    _stat: tuple[int, int] | None = None
+    _fh: object = None
+
     def row(self, i: int) -> bytes:
-        return self.data[self.starts[i] : self.ends[i]]
+        return self.block(int(self.starts[i]), int(self.ends[i]))
+
+    def release(self, path: Path) -> None:
+        """Drop the bytes in memory; they are ``path``'s and will be read back from it."""
+        st = os.stat(path)
+        if st.st_size != len(self.data):
+            raise SourceChanged(f"{path}: changed while it was read")
+        self.path, self._stat, self.data = Path(path), (st.st_size, st.st_mtime_ns), b""
+
+    def block(self, a: int, b: int) -> bytes:
+        """Bytes a..b of the source, from memory or from the file."""
+        if self.path is None:
+            return self.data[a:b]
+        if self._fh is None:
+            st = os.stat(self.path)
+            if (st.st_size, st.st_mtime_ns) != self._stat:
+                raise SourceChanged(f"{self.path}: changed since it was read; assemble again")
+            self._fh = open(self.path, "rb")  # noqa: SIM115 - kept open while rows are copied
+        return os.pread(self._fh.fileno(), b - a, a)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
     def issue(self, level: Literal["warning", "error"], line: int | None, message: str) -> None:
         self.issues.append(Issue(level, self.source, line, message))

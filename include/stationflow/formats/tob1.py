@@ -11,7 +11,7 @@ Text as a Campbell logger writes TOA5: timestamp quoted with the trailing zeros 
 fraction dropped, integers plain, BOOL as -1 / 0, strings quoted (``"`` doubled), NaN as
 ``"NAN"``, infinities as ``"INF"`` / ``"-INF"``. Floats are written in the SHORTEST text that
 reads back to the same float32 (float64 for IEEE8): ``1.1``, not ``1.100000023841858``;
-outside 1e-6 <= |x| < 1e21 in exponent form ``1E-07`` / ``3.4028235E+38``. (Loggers and
+outside 1e-6 <= |x| < 1e10 in exponent form ``1E-07`` / ``3.4028235E+38``. (Loggers and
 CardConvert print 7 significant digits, which does not always read back to the same float32;
 this renders the stored value losslessly instead.)
 """
@@ -220,9 +220,9 @@ _SECOND = np.dtype(
 )
 _STAMP = np.dtype(
     {
-        "names": ["open", "second", "dot", "f1", "f2", "f3", "close"],
-        "formats": ["u1", "V19", "u1", "V3", "V3", "V3", "u1"],
-        "offsets": [0, 1, 20, 21, 24, 27, 30],
+        "names": ["open", "second", "dot", "f1", "f2", "f3"],  # then the closing quote
+        "formats": ["u1", "V19", "u1", "V3", "V3", "V3"],
+        "offsets": [0, 1, 20, 21, 24, 27],
         "itemsize": 31,
     }
 )
@@ -271,21 +271,25 @@ def _stamp_grid(ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return grid, length
 
 
+def _packed(grid: np.ndarray, length: np.ndarray, quoted: bool) -> tuple[np.ndarray, np.ndarray]:
+    if not quoted:
+        grid, length = grid[:, 1:], length - 2
+    data = grid[np.arange(grid.shape[1]) < length[:, None]]
+    offsets = np.zeros(len(length) + 1, dtype=np.int64)
+    np.cumsum(length, out=offsets[1:])
+    return data, offsets
+
+
 def format_toa5_packed(ns: np.ndarray, *, quoted: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Vectorized ``format_toa5``: all the timestamps packed in one uint8 buffer.
 
     Returns ``(data, offsets)``: timestamp i is ``data[offsets[i]:offsets[i + 1]]``, the same
     bytes ``format_toa5`` gives (fraction trailing zeros dropped), built with numpy only.
     """
-    grid, length = _stamp_grid(ns)
-    if quoted:
-        data = grid[np.arange(31) < length[:, None]]
-    else:
-        length = length - 2
-        data = grid[:, 1:][np.arange(30) < length[:, None]]
-    offsets = np.zeros(len(length) + 1, dtype=np.int64)
-    np.cumsum(length, out=offsets[1:])
-    return data, offsets
+    return _packed(*_stamp_grid(ns), quoted)
+
+
+VIEW_LIMIT = 2**31  # binary view offsets are int32: above, the grid is compacted by numpy
 
 
 def _render_time(ns: np.ndarray) -> pa.Array:
@@ -294,8 +298,8 @@ def _render_time(ns: np.ndarray) -> pa.Array:
     Arrow's cast does the compaction, several times faster than a numpy boolean mask."""
     grid, length = _stamp_grid(ns)
     n = len(length)
-    if n * 31 >= 2**31:  # view offsets are int32
-        return _binary(*format_toa5_packed(ns))
+    if n * 31 >= VIEW_LIMIT:
+        return _binary(*_packed(grid, length, True))
     views = np.empty((n, 4), dtype=np.int32)  # length, first 4 bytes, buffer 0, offset
     views[:, 0] = length
     views[:, 1] = np.ascontiguousarray(grid[:, :4]).view(np.int32).ravel()

@@ -123,6 +123,8 @@ def read_fragments(paths: list[Path], req: Request) -> list[Fragment]:
         except UnreadableFragment as exc:
             frag.reason, frag.reason_line = exc.reason, exc.line
         frag.sha256 = digest.hexdigests()["sha256"]
+        if frag.table is not None and frag.table.header.format == "TOA5":
+            frag.table.release(p)  # rows are read back from the file when written
         del data
         if frag.table is None:
             qdir = req.quarantine_dir or req.output_dir / "quarantine"
@@ -251,6 +253,9 @@ def assemble(req: Request, paths: list[Path]) -> Result:
             )
             continue
         result.outputs += _assemble_group(req, group, file_number, result.issues)
+    for f in result.fragments:
+        if f.table is not None:
+            f.table.close()
     return result
 
 

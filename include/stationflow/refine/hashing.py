@@ -26,7 +26,7 @@ class _Digest(threading.Thread):
 class BackgroundHashes:
     """Feed chunks in order; ``hexdigests()`` waits for the threads and returns the digests."""
 
-    def __init__(self, names: tuple[str, ...] = ("md5", "sha256"), bound: int = 8):
+    def __init__(self, names: tuple[str, ...] = ("md5", "sha256"), bound: int = 2):
         # bound: chunks waiting per digest; 0 = no bound (for views of bytes already held)
         self._threads = {n: _Digest(n, bound) for n in names}
         for t in self._threads.values():

@@ -126,12 +126,13 @@ def plan(tables: list[Table], grid: Grid, *, report_outside: bool = True) -> Pla
         off_grid += len(off)
         issues += _off_grid_runs(t, off, grid)
         idx = np.flatnonzero(on)[::-1]  # last written first: it wins a repeated slot
-        parts_slot.append(rel[idx] // grid.step)
-        parts_table.append(np.full(len(idx), k, dtype=np.int64))
-        parts_row.append(idx.astype(np.int64))
+        # int32: a grid has fewer than 2**31 slots, a fragment fewer than 2**31 rows
+        parts_slot.append((rel[idx] // grid.step).astype(np.int32))
+        parts_table.append(np.full(len(idx), k, dtype=np.int32))
+        parts_row.append(idx.astype(np.int32))
 
     if not parts_slot:
-        empty = np.empty(0, dtype=np.int64)
+        empty = np.empty(0, dtype=np.int32)
         return Plan(grid, empty, empty, empty, issues=issues)
     slot = np.concatenate(parts_slot)
     tab = np.concatenate(parts_table)
@@ -140,7 +141,7 @@ def plan(tables: list[Table], grid: Grid, *, report_outside: bool = True) -> Pla
         # One key: slot, then newest table first. The sort is stable, so inside a table the
         # last written row (put first above) stays first; timsort merges the sorted runs
         # the fragments already are in near-linear time.
-        key = slot * len(tables) + (len(tables) - 1 - tab)
+        key = slot.astype(np.int64) * len(tables) + (len(tables) - 1 - tab)
         order = np.argsort(key, kind="stable")
         slot, tab, row = slot[order], tab[order], row[order]
     dup = np.flatnonzero(slot[1:] == slot[:-1]) + 1  # every row after the winner of its slot
