@@ -110,3 +110,18 @@ def test_clock_going_back_is_reported():
     t = read_toa5(toa5(rows), "f.dat")
     (issue,) = t.issues
     assert issue.line == 8 and "clock went back" in issue.message and len(t) == 5
+
+
+def test_released_rows_are_read_back_and_a_changed_file_is_refused(tmp_path):
+    from stationflow.formats.table import SourceChanged
+
+    path = tmp_path / "f.dat"
+    rows = series("2026-11-20 00:00:30", 30, 5)
+    path.write_bytes(toa5(rows))
+    t = read_toa5(path.read_bytes(), str(path))
+    t.release(path)
+    assert t.data == b"" and t.row(3) == rows[3]  # from the file, not from memory
+    t.close()
+    path.write_bytes(toa5(rows) + rows[0] + b"\r\n")  # appended after it was read
+    with pytest.raises(SourceChanged, match="changed since it was read"):
+        t.row(0)
