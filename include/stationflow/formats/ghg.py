@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from stationflow.formats.table import Header, Table, UnreadableFragment
-from stationflow.formats.timestamps import DAY_NS, NS, civil_from_days
+from stationflow.formats.timestamps import NS, format_toa5_packed
 
 # A number as TOA5 writes it unquoted; anything else is quoted (Date, Time, nan, ...).
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
@@ -457,9 +457,8 @@ def _render(
     out = scan.a.copy()
     out[tabs] = ord(",")
 
-    ts_bytes, ts_len = _format_ts(ts)  # every stamp is at least 21 bytes long
-    ts_start = np.zeros(n, dtype=np.int64)
-    np.cumsum(ts_len[:-1], out=ts_start[1:])
+    ts_bytes, ts_offsets = format_toa5_packed(ts)  # every stamp is at least 21 bytes long
+    ts_start, ts_len = ts_offsets[:-1], np.diff(ts_offsets)
     head = (ts_start[:, None] + np.arange(4)).ravel()
     out[(ls[:, None] + np.arange(4)).ravel()] = ts_bytes[head]
     tail = np.ones(len(ts_bytes), dtype=bool)
@@ -536,31 +535,3 @@ def _text_fields(body: bytes, n: int, nfields: int, integer_fields: tuple[int, .
             mask = ~np.asarray(finite.to_numpy(), dtype=bool)
         if mask.any():
             yield int(name[1:]) - 1, mask
-
-
-def _format_ts(ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``"YYYY-MM-DD HH:MM:SS[.f]"`` of each timestamp as one flat uint8 array plus the
-    length of each; the same text as ``timestamps.format_toa5`` (trailing zeros dropped)."""
-    n = len(ns)
-    days, rem = np.divmod(ns, DAY_NS)
-    y, m, d = civil_from_days(days)
-    secs, frac = np.divmod(rem, NS)
-    hh, r = np.divmod(secs, 3600)
-    mi, ss = np.divmod(r, 60)
-    grid = np.zeros((n, 31), dtype=np.uint8)
-
-    def put(col: int, width: int, v: np.ndarray) -> None:
-        for k in range(width):
-            grid[:, col + width - 1 - k] = ord("0") + (v // 10**k) % 10
-
-    for col, ch in ((0, '"'), (5, "-"), (8, "-"), (11, " "), (14, ":"), (17, ":"), (20, ".")):
-        grid[:, col] = ord(ch)
-    for col, width, v in ((1, 4, y), (6, 2, m), (9, 2, d), (12, 2, hh), (15, 2, mi), (18, 2, ss)):
-        put(col, width, v)
-    put(21, 9, frac)
-    digits = np.full(n, 9, dtype=np.int64)
-    for k in range(1, 10):
-        digits -= frac % 10**k == 0  # frac == 0 leaves no digit (and no ".")
-    length = np.where(digits > 0, 21 + digits, 20) + 1
-    grid[np.arange(n), length - 1] = ord('"')
-    return grid[np.arange(31) < length[:, None]], length

@@ -7,6 +7,7 @@ that clock since 1970-01-01 (no time zone): the ETC day is then simple arithmeti
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
@@ -107,72 +108,164 @@ def fraction_digits(step_ns: int) -> int:
     return 9
 
 
-def _text_matrix(ns: np.ndarray, quoted: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-width byte matrix of ``"YYYY-MM-DD HH:MM:SS.fffffffff"`` and each row's width."""
-    days, rem = np.divmod(ns, DAY_NS)
-    y, mo, d = civil_from_days(days)
-    secs, frac = np.divmod(rem, NS)
+# ----------------------------------------------------------------------------- formatting
+#
+# Text is assembled in fixed-width records (numpy structured dtypes laid over the bytes) from
+# lookup tables of digit groups: the calendar once per run of equal seconds (86 400 runs in
+# a sorted day, at any rate), the fraction as three groups of 3 digits. No Python loop runs
+# per timestamp.
+
+
+def _digit_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """00..99 as 2-byte items; 000..999 as 4-byte items (3 digits and a pad byte, so that
+    one native integer copy writes them); the trailing zeros of 000..999 (3 for 000)."""
+    k = np.arange(1000)
+    digits = np.zeros((1000, 4), dtype=np.uint8)
+    digits[:, :3] = np.stack([k // 100, k // 10 % 10, k % 10], axis=1) + _ZERO
+    pairs = np.ascontiguousarray(digits[:100, 1:3]).view(np.uint16).ravel()
+    zeros = np.where(k == 0, 3, (k % 10 == 0).astype(np.int64) + (k % 100 == 0))
+    return pairs, digits.view(np.uint32).ravel(), zeros
+
+
+_DIGITS2, _DIGITS3, _ZEROS3 = _digit_tables()
+
+
+def _record(fields: dict[str, tuple[str, int]], itemsize: int) -> np.dtype:
+    names = list(fields)
+    formats = [f for f, _ in fields.values()]
+    offsets = [at for _, at in fields.values()]
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+
+
+# ``YYYY-MM-DD HH:MM:SS`` and ``YYYYMMDDHHMMSS``: the year is written as century + year
+_CALENDAR = ("c", "y", "m", "d", "hh", "mi", "ss")
+_TOA5_SECOND = _record(
+    {
+        **{f: ("u2", at) for f, at in zip(_CALENDAR, (0, 2, 5, 8, 11, 14, 17), strict=True)},
+        **{f"s{at}": ("u1", at) for at in (4, 7, 10, 13, 16)},
+    },
+    19,
+)
+_TOA5_SEPARATORS = {"s4": "-", "s7": "-", "s10": " ", "s13": ":", "s16": ":"}
+_COMPACT_SECOND = _record({f: ("u2", 2 * i) for i, f in enumerate(_CALENDAR)}, 14)
+
+
+def _second_texts(sec: np.ndarray, layout: np.dtype, separators: dict[str, str]) -> np.ndarray:
+    """The calendar text of each second since 1970-01-01, as ``layout``-wide void items."""
+    days, secs = np.divmod(sec, 86_400)
+    y, m, d = civil_from_days(days)
     hh, r = np.divmod(secs, 3600)
     mi, ss = np.divmod(r, 60)
-    q = 1 if quoted else 0
-    mat = np.zeros((len(ns), _WIDTH), dtype=np.uint8)
-    cols = [
-        (y, 4, q),
-        (mo, 2, q + 5),
-        (d, 2, q + 8),
-        (hh, 2, q + 11),
-        (mi, 2, q + 14),
-        (ss, 2, q + 17),
-        (frac, 9, q + 20),
-    ]
-    for value, width, at in cols:
-        v = value.astype(np.int64)
-        for k in range(width - 1, -1, -1):
-            v, digit = np.divmod(v, 10)
-            mat[:, at + k] = digit + _ZERO
-    for col, ch in ((q + 4, "-"), (q + 7, "-"), (q + 10, " "), (q + 13, ":"), (q + 16, ":")):
-        mat[:, col] = ord(ch)
-    # fraction digits kept: up to the last non-zero one (Campbell drops trailing zeros)
-    nz = mat[:, q + 20 : q + 29] != _ZERO
-    keep = np.where(nz.any(axis=1), 9 - np.argmax(nz[:, ::-1], axis=1), 0)
-    mat[:, q + 19] = ord(".")
-    width = q + 19 + np.where(keep > 0, keep + 1, 0)
-    if quoted:
-        mat[:, 0] = ord('"')
-        mat[np.arange(len(ns)), width] = ord('"')
-        width = width + 1
-    return mat, width
+    out = np.empty(len(sec), dtype=layout)
+    for name, value in zip(_CALENDAR, (y // 100 % 100, y % 100, m, d, hh, mi, ss), strict=True):
+        out[name] = _DIGITS2[value]
+    for name, ch in separators.items():
+        out[name] = ord(ch)
+    return out.view(f"V{layout.itemsize}")
+
+
+def _fraction(out: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Write the 9 digits of ``frac`` (ns) into fields f1, f2, f3 of the records ``out`` (in
+    this order: each overwrites the pad byte of the one before); return the 3-digit groups."""
+    a, rest = np.divmod(frac.astype(np.int32), 1_000_000)
+    b, c = np.divmod(rest, 1000)
+    for name, group in (("f1", a), ("f2", b), ("f3", c)):
+        out[name] = _DIGITS3[group]
+    return a, b, c
+
+
+def _by_second(ns: np.ndarray, layout: np.dtype, separators: dict[str, str]):
+    """(calendar text of each timestamp's second, its fraction in ns), the calendar computed
+    once per run of equal seconds."""
+    sec, frac = np.divmod(ns, NS)
+    new = np.ones(len(ns), dtype=bool)
+    np.not_equal(sec[1:], sec[:-1], out=new[1:])
+    run = np.cumsum(new) - 1
+    return _second_texts(sec[new], layout, separators)[run], frac
+
+
+# a quoted TOA5 timestamp, the closing quote where the kept digits end
+_TOA5_STAMP = _record(
+    {
+        "open": ("u1", 0),
+        "second": ("V19", 1),
+        "dot": ("u1", 20),
+        "f1": ("u4", 21),
+        "f2": ("u4", 24),
+        "f3": ("u4", 27),
+    },
+    _WIDTH,
+)
+
+
+def toa5_grid(ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quoted TOA5 timestamps as an (n, 31) uint8 grid and the length of each: row i holds
+    ``"YYYY-MM-DD HH:MM:SS[.f]"`` in its first ``length[i]`` bytes (quotes included)."""
+    ns = np.asarray(ns, dtype=np.int64)
+    n = len(ns)
+    out = np.empty(n, dtype=_TOA5_STAMP)
+    out["open"] = ord('"')
+    out["second"], frac = _by_second(ns, _TOA5_SECOND, _TOA5_SEPARATORS)
+    out["dot"] = ord(".")
+    a, b, c = _fraction(out, frac)
+    # Campbell drops the trailing zeros of the fraction, and the "." with a whole second
+    zeros = np.where(c != 0, _ZEROS3[c], np.where(b != 0, 3 + _ZEROS3[b], 6 + _ZEROS3[a]))
+    length = np.where(frac == 0, 21, _WIDTH - zeros)
+    grid = out.view(np.uint8).reshape(n, _WIDTH)
+    grid[np.arange(n), length - 1] = ord('"')
+    return grid, length
+
+
+def format_toa5_packed(ns: np.ndarray, *, quoted: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``"YYYY-MM-DD HH:MM:SS[.f]"`` of every timestamp, packed in one uint8 buffer.
+
+    Returns ``(data, offsets)``: timestamp i is ``data[offsets[i]:offsets[i + 1]]`` (offsets
+    int64, n + 1 of them). Trailing zeros of the fraction are dropped as Campbell loggers
+    write them, no fraction at whole seconds; ``quoted=False`` leaves out the quotes.
+    """
+    grid, length = toa5_grid(ns)
+    if not quoted:
+        grid, length = grid[:, 1:], length - 2
+    data = grid[np.arange(grid.shape[1]) < length[:, None]]
+    offsets = np.zeros(len(length) + 1, dtype=np.int64)
+    np.cumsum(length, out=offsets[1:])
+    return data, offsets
+
+
+def _split(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
+    """The items of a packed buffer as bytes objects (made by Arrow, no Python loop)."""
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(pa.large_binary(), len(offsets) - 1, buffers).to_pylist()
 
 
 def format_toa5(ns: np.ndarray, *, quoted: bool = True) -> list[bytes]:
     """``"YYYY-MM-DD HH:MM:SS[.f]"`` per timestamp, trailing fraction zeros dropped as
-    Campbell loggers write them. Vectorized: one byte matrix, then one slice per row."""
-    ns = np.asarray(ns, dtype=np.int64)
-    if not len(ns):
-        return []
-    mat, width = _text_matrix(ns, quoted)
-    flat = mat.tobytes()
-    base = np.arange(len(ns)) * _WIDTH
-    return [flat[b : b + w] for b, w in zip(base.tolist(), width.tolist(), strict=True)]
+    Campbell loggers write them: ``format_toa5_packed`` split into bytes objects."""
+    return _split(*format_toa5_packed(ns, quoted=quoted))
+
+
+# an ETC timestamp: YYYYMMDDHHMMSS, then "." and up to 9 digits of fraction (in f1..f3,
+# whose last pad byte falls at 24)
+_COMPACT_STAMP = _record(
+    {"second": ("V14", 0), "dot": ("u1", 14), "f1": ("u4", 15), "f2": ("u4", 18), "f3": ("u4", 21)},
+    25,
+)
 
 
 def format_compact(ns: np.ndarray, *, seconds: bool, fraction: int = 0) -> list[bytes]:
-    """ETC table timestamps: ``YYYYMMDDHHMM`` or ``YYYYMMDDHHMMSS[.f]``."""
+    """ETC table timestamps: ``YYYYMMDDHHMM`` or ``YYYYMMDDHHMMSS[.f]`` with ``fraction``
+    digits (1..9) of the fraction, cut (not rounded), trailing zeros kept."""
     ns = np.asarray(ns, dtype=np.int64)
-    days, rem = np.divmod(ns, DAY_NS)
-    y, m, d = civil_from_days(days)
-    secs, frac = np.divmod(rem, NS)
-    hh, r = np.divmod(secs, 3600)
-    mi, ss = np.divmod(r, 60)
-    out = []
-    for i in range(len(ns)):
-        text = f"{y[i]:04d}{m[i]:02d}{d[i]:02d}{hh[i]:02d}{mi[i]:02d}"
-        if seconds:
-            text += f"{ss[i]:02d}"
-            if fraction:
-                text += "." + f"{frac[i]:09d}"[:fraction]
-        out.append(text.encode())
-    return out
+    n = len(ns)
+    out = np.empty(n, dtype=_COMPACT_STAMP)
+    out["second"], frac = _by_second(ns, _COMPACT_SECOND, {})
+    width = 14 if seconds else 12
+    if seconds and fraction:
+        out["dot"] = ord(".")
+        _fraction(out, frac)
+        width = 15 + min(fraction, 9)
+    grid = np.ascontiguousarray(out.view(np.uint8).reshape(n, out.itemsize)[:, :width])
+    return _split(grid.ravel(), np.arange(0, (n + 1) * width, width, dtype=np.int64))
 
 
 def to_ns(text: str) -> int:

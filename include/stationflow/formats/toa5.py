@@ -19,6 +19,7 @@ from stationflow.formats.table import Header, Table, UnreadableFragment
 from stationflow.formats.timestamps import format_toa5, parse_quoted
 
 CHUNK = 1 << 24  # bytes scanned at once: bounds the temporaries, whatever the file size
+COMMA_CHUNK = 1 << 22  # reduceat casts its input to int32: 4 MB of row bytes -> 16 MB
 MAX_LISTED = 20  # bad lines named one by one per kind; the rest are counted
 
 
@@ -66,14 +67,14 @@ def _line_ends(buf: np.ndarray, begin: int) -> np.ndarray:
 
 
 def _comma_counts(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Commas in each row: one pass of reduceat over row-aligned chunks of about CHUNK bytes.
+    """Commas in each row: one pass of reduceat over row-aligned chunks of rows.
 
     Segment i runs from row i's start to row i+1's start: its terminator holds no comma.
     """
     counts = np.zeros(len(starts), dtype=np.int64)
     i, n = 0, len(starts)
     while i < n:
-        j = max(int(np.searchsorted(starts, starts[i] + CHUNK, side="left")), i + 1)
+        j = max(int(np.searchsorted(starts, starts[i] + COMMA_CHUNK, side="left")), i + 1)
         lo, hi = int(starts[i]), int(ends[j - 1]) + 1
         counts[i:j] = np.add.reduceat(buf[lo:hi] == 44, starts[i:j] - lo, dtype=np.int32)
         i = j
@@ -144,7 +145,7 @@ def read_toa5(path: str | Path | bytes, source: str | None = None) -> Table:
     nl = _line_ends(buf, body)
     starts = np.concatenate(([body], nl + 1)).astype(np.int64)
     ends = np.concatenate((nl, [len(data)])).astype(np.int64)
-    lines = np.arange(5, 5 + len(starts), dtype=np.int64)
+    lines = np.arange(5, 5 + len(starts), dtype=np.int32)
     truncated = starts[-1] < len(data)  # bytes after the last LF: a row still being written
     if not truncated:  # the file ends with a line end: no row after it
         starts, ends, lines = starts[:-1], ends[:-1], lines[:-1]

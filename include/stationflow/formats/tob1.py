@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stationflow.formats.table import Header, Table, UnreadableFragment
-from stationflow.formats.timestamps import NS, civil_from_days
+from stationflow.formats.timestamps import NS, format_toa5_packed, toa5_grid
 
 EPOCH_1990_S = 631_152_000  # 1990-01-01 00:00:00 (logger epoch) in seconds since 1970-01-01
 HEADER_LINES = 5
@@ -198,97 +198,6 @@ def _binary(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(_BIN, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _digit_table() -> tuple[np.ndarray, np.ndarray]:
-    """Digits of 000..999 as 3-byte items, and the trailing zeros of each (3 for 000)."""
-    k = np.arange(1000)
-    digits = np.stack([k // 100, k // 10 % 10, k % 10], axis=1).astype(np.uint8) + ord("0")
-    zeros = np.where(k == 0, 3, (k % 10 == 0).astype(np.int64) + (k % 100 == 0))
-    return np.ascontiguousarray(digits).view("V3").ravel(), zeros
-
-
-_DIGITS3, _ZEROS3 = _digit_table()
-_DIGITS2 = np.ascontiguousarray(_DIGITS3.view(np.uint8).reshape(1000, 3)[:100, 1:]).view("V2")
-_DIGITS2 = _DIGITS2.ravel()  # 00..99
-# YYYY-MM-DD HH:MM:SS as 2-digit pieces and separators, and a whole quoted timestamp
-_SECOND = np.dtype(
-    {
-        "names": ["c", "y", "m", "d", "hh", "mi", "ss", "s4", "s7", "s10", "s13", "s16"],
-        "formats": ["V2"] * 7 + ["u1"] * 5,
-        "offsets": [0, 2, 5, 8, 11, 14, 17, 4, 7, 10, 13, 16],
-        "itemsize": 19,
-    }
-)
-_STAMP = np.dtype(
-    {
-        "names": ["open", "second", "dot", "f1", "f2", "f3"],  # then the closing quote
-        "formats": ["u1", "V19", "u1", "V3", "V3", "V3"],
-        "offsets": [0, 1, 20, 21, 24, 27],
-        "itemsize": 31,
-    }
-)
-
-
-def _second_texts(sec: np.ndarray) -> np.ndarray:
-    """``YYYY-MM-DD HH:MM:SS`` (19-byte items) for seconds since 1970-01-01."""
-    days, secs = np.divmod(sec, 86_400)
-    y, m, d = civil_from_days(days)
-    hh, r = np.divmod(secs, 3600)
-    mi, ss = np.divmod(r, 60)
-    out = np.empty(len(sec), dtype=_SECOND)
-    for name, value in (("c", y // 100), ("y", y), ("m", m), ("d", d), ("hh", hh)):
-        out[name] = _DIGITS2[value % 100]
-    out["mi"], out["ss"] = _DIGITS2[mi], _DIGITS2[ss]
-    for name, ch in (("s4", "-"), ("s7", "-"), ("s10", " "), ("s13", ":"), ("s16", ":")):
-        out[name] = ord(ch)
-    return out.view("V19")
-
-
-def _stamp_grid(ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quoted timestamps as an (n, 31) grid of bytes, and the length of each.
-
-    Date and time of day are computed once per run of equal seconds (86 400 runs in a sorted
-    day, at any rate), fractions through a lookup table of 3-digit groups.
-    """
-    ns = np.asarray(ns, dtype=np.int64)
-    n = len(ns)
-    sec, frac = np.divmod(ns, NS)
-    new = np.ones(n, dtype=bool)
-    np.not_equal(sec[1:], sec[:-1], out=new[1:])
-    run = np.cumsum(new) - 1
-
-    out = np.empty(n, dtype=_STAMP)
-    out["open"] = ord('"')
-    out["second"] = _second_texts(sec[new])[run]
-    out["dot"] = ord(".")
-    frac = frac.astype(np.int32)
-    a, rest = np.divmod(frac, 1_000_000)
-    b, c = np.divmod(rest, 1000)
-    out["f1"], out["f2"], out["f3"] = _DIGITS3[a], _DIGITS3[b], _DIGITS3[c]
-    zeros = np.where(c != 0, _ZEROS3[c], np.where(b != 0, 3 + _ZEROS3[b], 6 + _ZEROS3[a]))
-    length = np.where(frac == 0, 21, 31 - zeros)
-    grid = out.view(np.uint8).reshape(n, 31)
-    grid[np.arange(n), length - 1] = ord('"')
-    return grid, length
-
-
-def _packed(grid: np.ndarray, length: np.ndarray, quoted: bool) -> tuple[np.ndarray, np.ndarray]:
-    if not quoted:
-        grid, length = grid[:, 1:], length - 2
-    data = grid[np.arange(grid.shape[1]) < length[:, None]]
-    offsets = np.zeros(len(length) + 1, dtype=np.int64)
-    np.cumsum(length, out=offsets[1:])
-    return data, offsets
-
-
-def format_toa5_packed(ns: np.ndarray, *, quoted: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorized ``format_toa5``: all the timestamps packed in one uint8 buffer.
-
-    Returns ``(data, offsets)``: timestamp i is ``data[offsets[i]:offsets[i + 1]]``, the same
-    bytes ``format_toa5`` gives (fraction trailing zeros dropped), built with numpy only.
-    """
-    return _packed(*_stamp_grid(ns), quoted)
-
-
 VIEW_LIMIT = 2**31  # binary view offsets are int32: above, the grid is compacted by numpy
 
 
@@ -296,10 +205,10 @@ def _render_time(ns: np.ndarray) -> pa.Array:
     """Quoted timestamps as an Arrow array. Each row of the grid is addressed in place by
     a binary view (every timestamp is longer than the 12 bytes a view would inline), so
     Arrow's cast does the compaction, several times faster than a numpy boolean mask."""
-    grid, length = _stamp_grid(ns)
-    n = len(length)
+    n = len(ns)
     if n * 31 >= VIEW_LIMIT:
-        return _binary(*_packed(grid, length, True))
+        return _binary(*format_toa5_packed(ns))
+    grid, length = toa5_grid(ns)
     views = np.empty((n, 4), dtype=np.int32)  # length, first 4 bytes, buffer 0, offset
     views[:, 0] = length
     views[:, 1] = np.ascontiguousarray(grid[:, :4]).view(np.int32).ravel()

@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from stationflow.formats.table import NS, Issue, Table, UnreadableFragment
 from stationflow.formats.timestamps import DAY_NS, days_from_civil
 from stationflow.refine import sampling
 from stationflow.refine.etc_writer import Layout, missing_text, write_etc, write_toa5
-from stationflow.refine.hashing import HashingWriter, sha256_bytes_async
+from stationflow.refine.hashing import BackgroundDigest, HashingWriter
 from stationflow.refine.merge import Grid, Plan, plan
 
 HALF_HOUR = 1800 * NS
@@ -109,28 +110,36 @@ def quarantine(path: Path, reason: str, qdir: Path) -> Path:
     return target
 
 
+def _read_one(p: Path, req: Request) -> Fragment:
+    data = p.read_bytes()
+    digest = BackgroundDigest(data)  # beside the parsing, not after it
+    frag = Fragment(p, size=len(data))
+    try:
+        frag.table = read_any(data, str(p), utc_offset_hours=req.utc_offset_hours)
+    except UnreadableFragment as exc:
+        frag.reason, frag.reason_line = exc.reason, exc.line
+    frag.sha256 = digest.hexdigest()
+    if frag.table is not None and frag.table.header.format == "TOA5":
+        frag.table.release(p)  # rows are read back from the file when written
+    return frag
+
+
 def read_fragments(paths: list[Path], req: Request) -> list[Fragment]:
-    """Read fragments oldest first (by mtime: the newest wins conflicts); quarantine the bad."""
-    frags = []
-    ordered = sorted(enumerate(paths), key=lambda ip: (Path(ip[1]).stat().st_mtime_ns, ip[0]))
-    for _, p in ordered:
-        p = Path(p)
-        data = p.read_bytes()
-        digest = sha256_bytes_async(data)  # beside the parsing, not after it
-        frag = Fragment(p, size=len(data))
-        try:
-            frag.table = read_any(data, str(p), utc_offset_hours=req.utc_offset_hours)
-        except UnreadableFragment as exc:
-            frag.reason, frag.reason_line = exc.reason, exc.line
-        frag.sha256 = digest.hexdigests()["sha256"]
-        if frag.table is not None and frag.table.header.format == "TOA5":
-            frag.table.release(p)  # rows are read back from the file when written
-        del data
+    """Read fragments oldest first (by mtime: the newest wins conflicts); quarantine the bad.
+
+    Two at a time: parsing is numpy/Arrow work that releases the GIL.
+    """
+    ordered = [
+        Path(p)
+        for _, p in sorted(enumerate(paths), key=lambda ip: (Path(ip[1]).stat().st_mtime_ns, ip[0]))
+    ]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool:
+        frags = list(pool.map(lambda p: _read_one(p, req), ordered))
+    for frag in frags:
         if frag.table is None:
-            qdir = req.quarantine_dir or req.output_dir / "quarantine"
             where = f"line {frag.reason_line}: " if frag.reason_line else ""
-            frag.quarantined_to = quarantine(p, where + frag.reason, qdir)
-        frags.append(frag)
+            qdir = req.quarantine_dir or req.output_dir / "quarantine"
+            frag.quarantined_to = quarantine(frag.path, where + frag.reason, qdir)
     return frags
 
 

@@ -51,14 +51,18 @@ def _runs(plan: Plan, tables: list[Table]) -> Iterator[tuple[int, int]]:
 
 
 def _toa5_piece(t: Table, r0: int, r1: int, missing: bytes) -> bytes:
-    """Rows r0..r1 of t as one block of bytes, terminated, NAN spelled as the missing code."""
-    block = t.block(int(t.starts[r0]), int(t.ends[r1]))
-    if not t.crlf:
+    """Rows r0..r1 of t with their line ends (CRLF), NAN spelled as the missing code."""
+    if t.crlf:  # a kept row has its terminator in the source: read it along
+        block = t.block(int(t.starts[r0]), int(t.ends[r1]) + 2)
+        if not block.endswith(CRLF):  # a rendered table's last row may have none
+            block += CRLF
+    else:
+        block = t.block(int(t.starts[r0]), int(t.ends[r1]) + 1)
         block = block.replace(CRLF, b"\n").replace(b"\n", CRLF)
     block = block.replace(b'"NAN"', missing)
     if b'INF"' in block:  # rare: one scan to find out, two replaces only when present
         block = block.replace(b'"-INF"', missing).replace(b'"INF"', missing)
-    return block + CRLF
+    return block
 
 
 def _fill_toa5(out: HashingWriter, plan: Plan, a: int, b: int, tail: bytes) -> None:

@@ -1,7 +1,8 @@
-"""md5 + sha256 computed beside the work, not after it.
+"""md5 + sha256 (and the file write itself) done beside the work, not after it.
 
-hashlib releases the GIL on large buffers, so each digest runs in its own thread while the
-caller goes on reading, merging or writing: on two cores the hashes cost almost no wall time.
+hashlib and file writes release the GIL on large buffers, so each consumer runs in its own
+thread while the caller prepares the next chunk: on two cores hashing and writing cost
+little extra wall time. Chunks are handed over in order through bounded queues.
 """
 
 from __future__ import annotations
@@ -9,61 +10,82 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
+Chunk = bytes | memoryview
 
-class _Digest(threading.Thread):
-    def __init__(self, name: str, bound: int):
-        super().__init__(daemon=True, name=f"hash-{name}")
-        self.hash = hashlib.new(name, usedforsecurity=False)
-        self.chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=bound)
+
+class _Consumer(threading.Thread):
+    def __init__(self, name: str, apply: Callable[[Chunk], object], bound: int):
+        super().__init__(daemon=True, name=name)
+        self.apply = apply
+        self.chunks: queue.Queue[Chunk | None] = queue.Queue(maxsize=bound)
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         while (chunk := self.chunks.get()) is not None:
-            self.hash.update(chunk)
+            if self.error is None:
+                try:
+                    self.apply(chunk)
+                except BaseException as exc:  # reported to the caller by finish()
+                    self.error = exc
 
 
-class BackgroundHashes:
-    """Feed chunks in order; ``hexdigests()`` waits for the threads and returns the digests."""
+class _Pipeline:
+    """Feed every chunk to each consumer, in order; ``finish`` joins and re-raises."""
 
-    def __init__(self, names: tuple[str, ...] = ("md5", "sha256"), bound: int = 2):
-        # bound: chunks waiting per digest; 0 = no bound (for views of bytes already held)
-        self._threads = {n: _Digest(n, bound) for n in names}
-        for t in self._threads.values():
+    def __init__(self, consumers: dict[str, Callable[[Chunk], object]], bound: int):
+        # bound: chunks waiting per consumer; 0 = no bound (for views of bytes already held)
+        self._threads = [_Consumer(n, f, bound) for n, f in consumers.items()]
+        for t in self._threads:
             t.start()
 
-    def update(self, chunk: bytes) -> None:
-        for t in self._threads.values():
+    def update(self, chunk: Chunk) -> None:
+        for t in self._threads:
             t.chunks.put(chunk)
 
-    def hexdigests(self) -> dict[str, str]:
-        for t in self._threads.values():
+    def finish(self) -> None:
+        for t in self._threads:
             t.chunks.put(None)
-        for t in self._threads.values():
+        for t in self._threads:
             t.join()
-        return {n: t.hash.hexdigest() for n, t in self._threads.items()}
+        for t in self._threads:
+            if t.error is not None:
+                raise t.error
 
 
-def sha256_bytes_async(data: bytes) -> BackgroundHashes:
-    """Start hashing ``data`` (sha256) in the background; read it with ``.hexdigests()``."""
-    h = BackgroundHashes(("sha256",), bound=0)
-    view = memoryview(data)
-    for a in range(0, len(data), 1 << 22):
-        h.update(view[a : a + (1 << 22)])
-    return h
+class BackgroundDigest:
+    """sha256 of bytes already in memory, computed in the background."""
+
+    def __init__(self, data: bytes, step: int = 1 << 22):
+        self._hash = hashlib.sha256()
+        self._pipe = _Pipeline({"sha256": self._hash.update}, bound=0)
+        view = memoryview(data)
+        for a in range(0, len(data), step):
+            self._pipe.update(view[a : a + step])
+
+    def hexdigest(self) -> str:
+        self._pipe.finish()
+        return self._hash.hexdigest()
 
 
 class HashingWriter:
-    """A binary sink that keeps the md5 and sha256 of everything written to it."""
+    """Writes to ``out`` and keeps md5 + sha256 of it; the work happens in three threads."""
 
     def __init__(self, out: BinaryIO):
-        self.out, self.size = out, 0
-        self._hashes = BackgroundHashes()
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)  # the ETC protocol's checksum
+        self._sha = hashlib.sha256()
+        self._pipe = _Pipeline(
+            {"write": out.write, "md5": self._md5.update, "sha256": self._sha.update}, bound=3
+        )
 
-    def write(self, chunk: bytes) -> None:
-        self.out.write(chunk)
-        self._hashes.update(chunk)
+    def write(self, chunk: Chunk) -> None:
+        self._pipe.update(chunk)
         self.size += len(chunk)
 
     def close(self) -> dict[str, str]:
-        return self._hashes.hexdigests()
+        """Wait for every chunk to be written and hashed; raises a write error here."""
+        self._pipe.finish()
+        return {"md5": self._md5.hexdigest(), "sha256": self._sha.hexdigest()}

@@ -147,12 +147,11 @@ def plan(tables: list[Table], grid: Grid, *, report_outside: bool = True) -> Pla
     dup = np.flatnonzero(slot[1:] == slot[:-1]) + 1  # every row after the winner of its slot
     duplicates = conflicts = 0
     if len(dup):
-        keep_of = np.maximum.accumulate(
-            np.where(np.r_[True, slot[1:] != slot[:-1]], np.arange(len(slot)), 0)
-        )
-        listed = 0
-        for i in dup:
-            w = keep_of[i]
+        listed, w, prev = 0, -1, -2
+        for i in dup:  # ascending: i-1 is either the head of i's slot or the previous dup
+            if i - 1 != prev:
+                w = i - 1  # the winner: first of the run of equal slots
+            prev = i
             loser, winner = tables[tab[i]], tables[tab[w]]
             if loser.row(row[i]) == winner.row(row[w]):
                 duplicates += 1

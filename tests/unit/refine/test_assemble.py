@@ -281,3 +281,11 @@ def test_any_fragments_cut_from_a_series_give_the_series_with_holes_filled(tmp_p
             assert rows[i] == full[i]
     assert out.report["rows_filled"] == len(removed)
     assert out.report["rows_present"] == n - len(removed)
+
+
+def test_a_frozen_clock_is_conflicts_not_a_hang(tmp_path):
+    frozen = [stamp_of(FULL_DAY[5]) + b",%d,1,2,3" % i for i in range(50_000)]
+    res = assemble(request(tmp_path), [write(tmp_path, "a.dat", FULL_DAY[:5] + frozen)])
+    r = res.outputs[0].report
+    assert r["rows_present"] == 6 and r["conflicts"] == 49_999 and r["rows_filled"] == 42
+    assert body(res)[5] == frozen[-1]  # the last written row of the newest fragment
