@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +133,9 @@ def _precise_count(row: bytes) -> int:
         return -1
 
 
-def read_toa5(path: str | Path | bytes, source: str | None = None) -> Table:
+def read_toa5(path: str | Path | bytes | mmap.mmap, source: str | None = None) -> Table:
     """Read a TOA5 file (CRLF or LF). Bad rows are reported with their line, never kept."""
-    if isinstance(path, bytes):
+    if isinstance(path, bytes | mmap.mmap):
         data, source = path, source or "<bytes>"
     else:
         data, source = Path(path).read_bytes(), source or str(path)

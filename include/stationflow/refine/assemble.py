@@ -7,8 +7,10 @@ each period's grid, fill the gaps, write, and report everything that happened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import mmap
 import os
 import shutil
 import zipfile
@@ -110,8 +112,16 @@ def quarantine(path: Path, reason: str, qdir: Path) -> Path:
     return target
 
 
+def _load(p: Path) -> bytes | mmap.mmap:
+    """A TOA5 file is mapped (no copy: only its timestamps are read), others read whole."""
+    with p.open("rb") as f:
+        if f.read(6) == b'"TOA5"':
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return p.read_bytes()
+
+
 def _read_one(p: Path, req: Request) -> Fragment:
-    data = p.read_bytes()
+    data = _load(p)
     digest = BackgroundDigest(data)  # beside the parsing, not after it
     frag = Fragment(p, size=len(data))
     try:
@@ -121,6 +131,10 @@ def _read_one(p: Path, req: Request) -> Fragment:
     frag.sha256 = digest.hexdigest()
     if frag.table is not None and frag.table.header.format == "TOA5":
         frag.table.release(p)  # rows are read back from the file when written
+    if isinstance(data, mmap.mmap):
+        del digest
+        with contextlib.suppress(BufferError):  # a view still alive: unmapped when collected
+            data.close()
     return frag
 
 
@@ -202,7 +216,7 @@ def _write(req: Request, name: EtcName, layout: Layout, p: Plan, tables: list[Ta
             write_etc(sink, layout, p, tables, missing)
 
     with tmp.open("wb") as f:
-        sink = HashingWriter(f)
+        sink = HashingWriter(f, 0 if name.extension == "zip" else _expected_size(p, tables))
         if name.extension == "zip":  # EC / PHEN half-hours travel zipped, one file each
             inner = io.BytesIO()
             body(inner)
@@ -219,6 +233,17 @@ def _write(req: Request, name: EtcName, layout: Layout, p: Plan, tables: list[Ta
         os.replace(target, kept)
     os.replace(tmp, target)
     return {**digests, "size": sink.size}
+
+
+def _expected_size(p: Plan, tables: list[Table]) -> int:
+    """About the size of the file: present rows as they are, fill rows as wide as a row."""
+    size, widest = 0, 64
+    for k, t in enumerate(tables):
+        rows = p.rows[p.tables == k]
+        if len(rows):
+            size += int((t.ends[rows] - t.starts[rows]).sum()) + 2 * len(rows)
+            widest = max(widest, int((t.ends[rows[:100]] - t.starts[rows[:100]]).max()) + 2)
+    return size + p.filled * widest + 4096
 
 
 def _deterministic_zip(member: str, content: bytes, when: datetime) -> bytes:

@@ -1,14 +1,17 @@
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stationflow.formats.timestamps import (
+    NS,
     civil_from_days,
     days_from_civil,
     format_compact,
     format_toa5,
+    format_toa5_packed,
     parse_quoted,
 )
 
@@ -61,3 +64,77 @@ def test_compact_etc_timestamps():
     assert format_compact(ns, seconds=False) == [b"202611201230"]
     assert format_compact(ns, seconds=True) == [b"20261120123005"]
     assert format_compact(ns, seconds=True, fraction=2) == [b"20261120123005.05"]
+
+
+# ----------------------------------------------------------------------------- formatting
+# checked against plain Python: datetime for the calendar, string rules for the fraction
+
+FIRST_SECOND = (datetime(1990, 1, 1) - EPOCH) // timedelta(seconds=1)
+END_SECOND = (datetime(2101, 1, 1) - EPOCH) // timedelta(seconds=1)  # 2100 included
+
+
+def reference_toa5(ns: int, quoted: bool) -> bytes:
+    sec, frac = divmod(ns, NS)
+    text = (EPOCH + timedelta(seconds=sec)).strftime("%Y-%m-%d %H:%M:%S")
+    if frac:  # Campbell drops the trailing zeros of the fraction, and "." at whole seconds
+        text += "." + f"{frac:09d}".rstrip("0")
+    return (f'"{text}"' if quoted else text).encode()
+
+
+def reference_compact(ns: int, seconds: bool, fraction: int) -> bytes:
+    sec, frac = divmod(ns, NS)
+    moment = EPOCH + timedelta(seconds=sec)
+    if not seconds:
+        return moment.strftime("%Y%m%d%H%M").encode()
+    text = moment.strftime("%Y%m%d%H%M%S")
+    if fraction:  # a fixed number of digits, cut, trailing zeros kept
+        text += "." + f"{frac:09d}"[:fraction]
+    return text.encode()
+
+
+@st.composite
+def fractions(draw) -> int:
+    """ns of a fraction written with exactly 0..9 digits."""
+    digits = draw(st.integers(0, 9))
+    if digits == 0:
+        return 0
+    leading = draw(st.integers(0, 10 ** (digits - 1) - 1))
+    return (leading * 10 + draw(st.integers(1, 9))) * 10 ** (9 - digits)
+
+
+@st.composite
+def stamps(draw) -> list[int]:
+    """ns since 1970, 1990..2100, some of them within the same few seconds."""
+    base = draw(st.integers(FIRST_SECOND, END_SECOND - 4))
+    anywhere = st.integers(FIRST_SECOND, END_SECOND - 1)
+    nearby = st.integers(0, 3).map(lambda d: base + d)
+    seconds = draw(st.lists(st.one_of(anywhere, nearby), max_size=60))
+    ns = [s * NS + draw(fractions()) for s in seconds]
+    return sorted(ns) if draw(st.booleans()) else ns
+
+
+@settings(deadline=None)
+@given(stamps(), st.booleans())
+def test_packed_toa5_matches_plain_python(ns, quoted):
+    expected = [reference_toa5(n, quoted) for n in ns]
+    data, offsets = format_toa5_packed(np.array(ns, dtype=np.int64), quoted=quoted)
+    assert data.dtype == np.uint8 and offsets.dtype == np.int64
+    assert len(offsets) == len(ns) + 1 and offsets[0] == 0 and offsets[-1] == len(data)
+    assert [data[a:b].tobytes() for a, b in pairwise(offsets.tolist())] == expected
+    assert format_toa5(np.array(ns, dtype=np.int64), quoted=quoted) == expected
+
+
+@settings(deadline=None)
+@given(stamps(), st.booleans(), st.integers(0, 9))
+def test_compact_matches_plain_python(ns, seconds, fraction):
+    expected = [reference_compact(n, seconds, fraction) for n in ns]
+    assert format_compact(np.array(ns, dtype=np.int64), seconds=seconds, fraction=fraction) == (
+        expected
+    )
+
+
+def test_empty_input_formats_to_nothing():
+    none = np.array([], dtype=np.int64)
+    data, offsets = format_toa5_packed(none)
+    assert len(data) == 0 and offsets.tolist() == [0]
+    assert format_toa5(none) == [] == format_compact(none, seconds=True, fraction=3)
