@@ -124,15 +124,6 @@ class Table:
             self._fh = open(self.path, "rb")  # noqa: SIM115 - kept open while rows are copied
         return os.pread(self._fh.fileno(), b - a, a)
 
-    def read_into(self, buf: bytearray, a: int, b: int) -> int:
-        """Copy bytes a..b of the source into ``buf``; returns how many (b - a at most)."""
-        if self.path is None:
-            chunk = self.data[a:b]
-            buf[: len(chunk)] = chunk
-            return len(chunk)
-        self.block(a, a)  # opens the file once, checking it did not change
-        return os.preadv(self._fh.fileno(), [memoryview(buf)[: b - a]], a)
-
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()

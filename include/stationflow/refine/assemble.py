@@ -27,14 +27,8 @@ from stationflow.formats.etc_names import HALF_HOURLY, EtcName
 from stationflow.formats.table import NS, Issue, Table, UnreadableFragment
 from stationflow.formats.timestamps import DAY_NS, days_from_civil
 from stationflow.refine import sampling
-from stationflow.refine.etc_writer import (
-    Layout,
-    MemorySink,
-    missing_text,
-    write_etc,
-    write_toa5,
-)
-from stationflow.refine.hashing import HashingWriter
+from stationflow.refine.etc_writer import Layout, missing_text, write_etc, write_toa5
+from stationflow.refine.hashing import BackgroundDigest, HashingWriter
 from stationflow.refine.merge import Grid, Plan, plan
 
 HALF_HOUR = 1800 * NS
@@ -128,15 +122,17 @@ def _load(p: Path) -> bytes | mmap.mmap:
 
 def _read_one(p: Path, req: Request) -> Fragment:
     data = _load(p)
+    digest = BackgroundDigest(data)  # beside the parsing, not after it
     frag = Fragment(p, size=len(data))
     try:
         frag.table = read_any(data, str(p), utc_offset_hours=req.utc_offset_hours)
     except UnreadableFragment as exc:
         frag.reason, frag.reason_line = exc.reason, exc.line
-    frag.sha256 = hashlib.sha256(data).hexdigest()  # releases the GIL: the other reader runs
+    frag.sha256 = digest.hexdigest()
     if frag.table is not None and frag.table.header.format == "TOA5":
         frag.table.release(p)  # rows are read back from the file when written
     if isinstance(data, mmap.mmap):
+        del digest
         with contextlib.suppress(BufferError):  # a view still alive: unmapped when collected
             data.close()
     return frag
@@ -213,7 +209,7 @@ def _write(req: Request, name: EtcName, layout: Layout, p: Plan, tables: list[Ta
     missing = missing_text(req.missing)
     header = tables[-1].header
 
-    def body(sink: HashingWriter | MemorySink) -> None:
+    def body(sink: HashingWriter | io.BytesIO) -> None:
         if layout.kind == "toa5":
             write_toa5(sink, header.toa5_lines(), p, tables, missing, len(header.fields))
         else:
@@ -222,7 +218,7 @@ def _write(req: Request, name: EtcName, layout: Layout, p: Plan, tables: list[Ta
     with tmp.open("wb") as f:
         sink = HashingWriter(f, 0 if name.extension == "zip" else _expected_size(p, tables))
         if name.extension == "zip":  # EC / PHEN half-hours travel zipped, one file each
-            inner = MemorySink()
+            inner = io.BytesIO()
             body(inner)
             member = f"{name.stem}.{'dat' if layout.kind == 'toa5' else 'csv'}"
             sink.write(_deterministic_zip(member, inner.getvalue(), name.time))

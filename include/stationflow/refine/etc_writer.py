@@ -7,7 +7,6 @@ timestamps. Both: CRLF, numbers unquoted, ``"NAN"`` written as the missing code.
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,51 +65,6 @@ def _toa5_piece(t: Table, r0: int, r1: int, missing: bytes) -> bytes:
     return block
 
 
-class MemorySink(io.BytesIO):
-    """An in-memory sink for the writers (a zipped half-hour): it copies what it is given,
-    so one buffer can be lent again at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._buf = bytearray()
-
-    def buffer(self, n: int) -> bytearray:
-        if len(self._buf) < n:
-            self._buf = bytearray(n)
-        return self._buf
-
-
-MAX_IN_PLACE = 4096  # more tokens than this in a piece: one bytes.replace is faster
-
-
-def _piece_in_place(
-    out: HashingWriter | MemorySink, t: Table, r0: int, r1: int, missing: bytes
-) -> bool:
-    """The fast path of _toa5_piece: into a reused buffer, tokens overwritten in place.
-
-    Only for CRLF sources and a 5-byte missing code (``"NAN"`` and ``"INF"`` are 5 bytes);
-    returns False, having written nothing, when the piece needs the general path.
-    """
-    a, b = int(t.starts[r0]), int(t.ends[r1]) + 2
-    if not t.crlf or len(missing) != 5:
-        return False
-    buf = out.buffer(b - a)
-    n = t.read_into(buf, a, b)
-    if n != b - a or buf[n - 2 : n] != CRLF or buf.find(b'"-INF"', 0, n) >= 0:
-        return False
-    done = 0
-    for token in (b'"NAN"', b'"INF"'):
-        i = buf.find(token, 0, n)
-        while i >= 0:
-            done += 1
-            if done > MAX_IN_PLACE:
-                return False
-            buf[i : i + 5] = missing
-            i = buf.find(token, i + 5, n)
-    out.write(memoryview(buf)[:n])
-    return True
-
-
 def _fill_toa5(out: HashingWriter, plan: Plan, a: int, b: int, tail: bytes) -> None:
     g = plan.grid
     for lo in range(a, b, FILL_CHUNK):
@@ -120,7 +74,7 @@ def _fill_toa5(out: HashingWriter, plan: Plan, a: int, b: int, tail: bytes) -> N
 
 
 def write_toa5(
-    out: HashingWriter | MemorySink,
+    out: HashingWriter,
     header: list[bytes],
     plan: Plan,
     tables: list[Table],
@@ -139,8 +93,7 @@ def write_toa5(
         while r <= last:  # pieces of about PIECE bytes, cut at row boundaries
             stop = int(np.searchsorted(t.starts, t.starts[r] + PIECE, side="left"))
             stop = min(max(stop, r + 1), last + 1)
-            if not _piece_in_place(out, t, r, stop - 1, missing):
-                out.write(_toa5_piece(t, r, stop - 1, missing))
+            out.write(_toa5_piece(t, r, stop - 1, missing))
             r = stop
         expected = int(plan.slots[b - 1]) + 1
     if expected < plan.grid.count:

@@ -73,19 +73,10 @@ class BackgroundDigest:
 
 
 class HashingWriter:
-    """Writes to ``out`` and keeps md5 + sha256 of it; the work happens in three threads.
-
-    ``buffer(n)`` lends a reusable bytearray to fill and ``write``: a ring of DEPTH + 2 is
-    safe because a consumer's queue holds at most DEPTH chunks, so when a buffer comes
-    round again every consumer has finished the chunk that used it last.
-    """
-
-    DEPTH = 3
+    """Writes to ``out`` and keeps md5 + sha256 of it; the work happens in three threads."""
 
     def __init__(self, out: BinaryIO, expected_size: int = 0):
         self.size, self._out, self._reserved = 0, out, 0
-        self._ring: list[bytearray] = [bytearray() for _ in range(self.DEPTH + 2)]
-        self._turn = 0
         if expected_size > 0 and hasattr(out, "fileno"):
             # ext4 allocates blocks while writing; reserving them first makes big files
             # several times faster to write. close() trims what was not used.
@@ -95,17 +86,8 @@ class HashingWriter:
         self._md5 = hashlib.md5(usedforsecurity=False)  # the ETC protocol's checksum
         self._sha = hashlib.sha256()
         self._pipe = _Pipeline(
-            {"write": out.write, "md5": self._md5.update, "sha256": self._sha.update},
-            bound=self.DEPTH,
+            {"write": out.write, "md5": self._md5.update, "sha256": self._sha.update}, bound=3
         )
-
-    def buffer(self, n: int) -> bytearray:
-        """A bytearray of at least ``n`` bytes no consumer is still reading."""
-        k = self._turn % len(self._ring)
-        self._turn += 1
-        if len(self._ring[k]) < n:
-            self._ring[k] = bytearray(n)
-        return self._ring[k]
 
     def write(self, chunk: Chunk) -> None:
         self._pipe.update(chunk)
