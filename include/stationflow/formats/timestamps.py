@@ -42,7 +42,8 @@ ROWS = 1 << 16  # rows parsed at once: bounds the temporaries whatever the file 
 _WIDTH = 31  # '"YYYY-MM-DD HH:MM:SS.fffffffff"'
 _SEPARATORS = {0: ord('"'), 5: ord("-"), 8: ord("-"), 11: ord(" "), 14: ord(":"), 17: ord(":")}
 _DIGITS = (1, 2, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18, 19)
-_FRACTION_WEIGHTS = 10 ** np.arange(8, -1, -1, dtype=np.int64)  # ns per fraction digit
+_DIGIT_ROWS = list(_DIGITS)
+_FRACTION_WEIGHTS32 = 10 ** np.arange(8, -1, -1, dtype=np.int32)  # ns per fraction digit
 
 
 def parse_quoted(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
@@ -63,19 +64,22 @@ def parse_quoted(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
 
 
 def _parse_chunk(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
-    idx = starts[:, None] + np.arange(_WIDTH)
-    inside = idx < ends[:, None]
-    m = np.where(inside, buf[np.minimum(idx, len(buf) - 1)], 0).astype(np.int16)
-    d = m - _ZERO
+    n = len(starts)
+    # one row per character position (31 x n): every column read below is contiguous
+    idx = np.arange(_WIDTH)[:, None] + starts
+    np.minimum(idx, len(buf) - 1, out=idx)
+    m = buf[idx]
+    d = m.astype(np.int32) - _ZERO
     isdig = (d >= 0) & (d <= 9)
-    ok = isdig[:, _DIGITS].all(axis=1)
+    ok = isdig[_DIGIT_ROWS].all(axis=0)
     for col, ch in _SEPARATORS.items():
-        ok &= m[:, col] == ch
+        ok &= m[col] == ch
 
     def num(*cols: int) -> np.ndarray:
-        out = np.zeros(len(starts), dtype=np.int64)
-        for c in cols:
-            out = out * 10 + d[:, c]
+        out = d[cols[0]].copy()
+        for c in cols[1:]:
+            out *= 10
+            out += d[c]
         return out
 
     year, month, day = num(1, 2, 3, 4), num(6, 7), num(9, 10)
@@ -83,20 +87,22 @@ def _parse_chunk(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
     ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
     ok &= (hh <= 23) & (mm <= 59) & (ss <= 59)
 
-    # optional fraction ".d{1,9}", then the closing quote
-    has_frac = m[:, 20] == ord(".")
-    run = np.logical_and.accumulate(isdig[:, 21:30], axis=1) & has_frac[:, None]
-    width = run.sum(axis=1)
-    frac_ns = (np.where(run, d[:, 21:30], 0) * _FRACTION_WEIGHTS).sum(axis=1)
+    # optional fraction ".d{1,9}", then the closing quote (which must lie inside the row:
+    # so every byte read before it was the row's own)
+    has_frac = m[20] == ord(".")
+    run = np.logical_and.accumulate(isdig[21:30], axis=0) & has_frac
+    width = run.sum(axis=0)
+    frac_ns = (np.where(run, d[21:30], 0) * _FRACTION_WEIGHTS32[:, None]).sum(axis=0)
     close = np.where(has_frac, 21 + width, 20)
-    ok &= m[np.arange(len(starts)), np.minimum(close, _WIDTH - 1)] == ord('"')
-    ok &= (close < _WIDTH) & (~has_frac | (width > 0))
+    ok &= m[np.minimum(close, _WIDTH - 1), np.arange(n)] == ord('"')
+    ok &= (close < _WIDTH) & (~has_frac | (width > 0)) & (starts + close < ends)
 
     days = days_from_civil(year, month, day)
     # a day that does not exist (2026-02-30) does not survive the round trip
     y2, m2, d2 = civil_from_days(days)
     ok &= (y2 == year) & (m2 == month) & (d2 == day)
-    ns = days * DAY_NS + (hh * 3600 + mm * 60 + ss) * NS + frac_ns
+    secs = (hh * 3600 + mm * 60 + ss).astype(np.int64)
+    ns = days * DAY_NS + secs * NS + frac_ns
     return np.where(ok, ns, 0), ok, starts + close + 1
 
 

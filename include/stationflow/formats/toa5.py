@@ -13,8 +13,6 @@ import mmap
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from stationflow.formats.table import Header, Table, UnreadableFragment
 from stationflow.formats.timestamps import format_toa5, parse_quoted
@@ -82,49 +80,6 @@ def _comma_counts(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
     return counts
 
 
-def _fast_timestamps(data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
-    """Arrow's ISO-8601 parser over zero-copy views of the quoted timestamps, or None.
-
-    Used only when every row looks like a TOA5 stamp (opening quote, closing quote where a
-    19..29-character stamp ends) and Arrow parses all of them; anything else goes to the
-    strict per-row parser, which names each bad line.
-    """
-    n = len(starts)
-    if not n or len(data) >= 2**31:
-        return None
-    size = len(buf)
-    # closing quote: most stamps have at most 3 fraction digits, look there first
-    near = buf[np.minimum(starts[:, None] + np.arange(20, 25), size - 1)] == ord('"')
-    close = 20 + np.argmax(near, axis=1)
-    far = np.flatnonzero(~near.any(axis=1))
-    if len(far):
-        window = buf[np.minimum(starts[far, None] + np.arange(25, 31), size - 1)] == ord('"')
-        if not window.any(axis=1).all():
-            return None
-        close[far] = 25 + np.argmax(window, axis=1)
-    width = close - 1
-    if not (
-        (buf[starts] == ord('"')).all()
-        and (starts + close < ends).all()
-        and ((width == 19) | (width >= 21)).all()
-    ):
-        return None
-    if not (buf[starts + 20] == np.where(width == 19, ord('"'), ord("."))).all():
-        return None
-    views = np.zeros((n, 4), dtype=np.int32)  # Arrow string_view: length, prefix, buffer, offset
-    views[:, 0] = width
-    views[:, 1] = buf[starts[:, None] + 1 + np.arange(4)].copy().view(np.int32).ravel()
-    views[:, 3] = starts + 1
-    stamps = pa.Array.from_buffers(
-        pa.string_view(), n, [None, pa.py_buffer(views), pa.py_buffer(data)]
-    )
-    try:
-        parsed = pc.cast(pc.cast(stamps, pa.string()), pa.timestamp("ns"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    return parsed.to_numpy().view(np.int64)
-
-
 def _precise_count(row: bytes) -> int:
     """Values in a row the way csv reads them (a quoted string may hold a comma)."""
     try:
@@ -156,11 +111,7 @@ def read_toa5(path: str | Path | bytes | mmap.mmap, source: str | None = None) -
 
     table = Table(source, header, data, starts, ends, np.empty(0, np.int64), lines, crlf=crlf)
     blank = ends == starts
-    fast = None if truncated or blank.any() else _fast_timestamps(data, buf, starts, ends)
-    if fast is not None:
-        ts, ok = fast, np.ones(len(starts), dtype=bool)
-    else:
-        ts, ok, _ = parse_quoted(buf, starts, ends)
+    ts, ok, _ = parse_quoted(buf, starts, ends)
     commas = _comma_counts(buf, starts, ends)
     want = len(header.fields)
     suspect = np.flatnonzero(ok & (commas != want - 1))

@@ -28,7 +28,7 @@ from stationflow.formats.table import NS, Issue, Table, UnreadableFragment
 from stationflow.formats.timestamps import DAY_NS, days_from_civil
 from stationflow.refine import sampling
 from stationflow.refine.etc_writer import Layout, missing_text, write_etc, write_toa5
-from stationflow.refine.hashing import BackgroundDigest, HashingWriter
+from stationflow.refine.hashing import HashingWriter
 from stationflow.refine.merge import Grid, Plan, plan
 
 HALF_HOUR = 1800 * NS
@@ -122,17 +122,15 @@ def _load(p: Path) -> bytes | mmap.mmap:
 
 def _read_one(p: Path, req: Request) -> Fragment:
     data = _load(p)
-    digest = BackgroundDigest(data)  # beside the parsing, not after it
     frag = Fragment(p, size=len(data))
     try:
         frag.table = read_any(data, str(p), utc_offset_hours=req.utc_offset_hours)
     except UnreadableFragment as exc:
         frag.reason, frag.reason_line = exc.reason, exc.line
-    frag.sha256 = digest.hexdigest()
+    frag.sha256 = hashlib.sha256(data).hexdigest()  # releases the GIL: the other reader runs
     if frag.table is not None and frag.table.header.format == "TOA5":
         frag.table.release(p)  # rows are read back from the file when written
     if isinstance(data, mmap.mmap):
-        del digest
         with contextlib.suppress(BufferError):  # a view still alive: unmapped when collected
             data.close()
     return frag

@@ -1,4 +1,4 @@
-"""md5 + sha256 (and the file write itself) done beside the work, not after it.
+"""An output file written, md5-summed and sha256-summed beside the work, not after it.
 
 hashlib and file writes release the GIL on large buffers, so each consumer runs in its own
 thread while the caller prepares the next chunk: on two cores hashing and writing cost
@@ -38,7 +38,6 @@ class _Pipeline:
     """Feed every chunk to each consumer, in order; ``finish`` joins and re-raises."""
 
     def __init__(self, consumers: dict[str, Callable[[Chunk], object]], bound: int):
-        # bound: chunks waiting per consumer; 0 = no bound (for views of bytes already held)
         self._threads = [_Consumer(n, f, bound) for n, f in consumers.items()]
         for t in self._threads:
             t.start()
@@ -55,21 +54,6 @@ class _Pipeline:
         for t in self._threads:
             if t.error is not None:
                 raise t.error
-
-
-class BackgroundDigest:
-    """sha256 of bytes already in memory, computed in the background."""
-
-    def __init__(self, data: bytes, step: int = 1 << 22):
-        self._hash = hashlib.sha256()
-        self._pipe = _Pipeline({"sha256": self._hash.update}, bound=0)
-        view = memoryview(data)
-        for a in range(0, len(data), step):
-            self._pipe.update(view[a : a + step])
-
-    def hexdigest(self) -> str:
-        self._pipe.finish()
-        return self._hash.hexdigest()
 
 
 class HashingWriter:

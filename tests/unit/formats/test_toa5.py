@@ -127,17 +127,6 @@ def test_released_rows_are_read_back_and_a_changed_file_is_refused(tmp_path):
         t.row(0)
 
 
-def test_fast_and_strict_timestamp_paths_agree(monkeypatch):
-    from stationflow.formats import toa5 as module
-
-    rows = series("2026-11-20 00:00:00.05", 0.05, 300)
-    rows += [b'"2026-11-20 00:00:15.123456789",301,1,2,3', b'"2026-11-20 00:00:16",302,1,2,3']
-    fast = read_toa5(toa5(rows))
-    monkeypatch.setattr(module, "_fast_timestamps", lambda *a: None)
-    strict = read_toa5(toa5(rows))
-    assert np.array_equal(fast.ts, strict.ts) and fast.issues == strict.issues == []
-
-
 def test_an_impossible_date_alone_is_still_named():
     rows = series("2026-11-20 00:00:30", 30, 4)
     rows[1] = b'"2026-02-30 00:01:00",2,1,2,3'  # well formed, but no such day
