@@ -375,6 +375,7 @@ def run_assemble(job: dict) -> None:
     import numpy  # noqa: F401
 
     import stationflow.cli
+    import stationflow.config  # the CLI reads the inventory (pydantic models) on every run
 
     # import what assemble will use before the baseline, as pandas is for the naive child
     for pkg in ("stationflow.formats", "stationflow.refine"):
@@ -430,6 +431,8 @@ def run_child(kind: str, job: dict, workdir: Path) -> Outcome:
     job = {**job, "result": str(workdir / f"{kind}.result.json")}
     job_path = workdir / f"{kind}.job.json"
     job_path.write_text(json.dumps(job))
+    # flush what the previous step wrote, so its writeback does not run during this one
+    os.sync()
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(job_path)],

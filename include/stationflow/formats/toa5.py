@@ -149,12 +149,9 @@ def read_toa5(path: str | Path | bytes | mmap.mmap, source: str | None = None) -
     keep = ok & width_ok
     if len(starts) and not keep.any():
         raise UnreadableFragment(source, "no readable data row", int(lines[0]))
-    table.starts, table.ends, table.ts, table.lines = (
-        starts[keep],
-        ends[keep],
-        ts[keep],
-        lines[keep],
-    )
+    if not keep.all():  # the usual file has no bad row: no copies then
+        starts, ends, ts, lines = starts[keep], ends[keep], ts[keep], lines[keep]
+    table.starts, table.ends, table.ts, table.lines = starts, ends, ts, lines
     _check_clock(table)
     return table
 

@@ -13,6 +13,7 @@ import io
 import mmap
 import os
 import shutil
+import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -123,11 +124,16 @@ def _load(p: Path) -> bytes | mmap.mmap:
 def _read_one(p: Path, req: Request) -> Fragment:
     data = _load(p)
     frag = Fragment(p, size=len(data))
+    digest = hashlib.sha256()
+    hashing = threading.Thread(target=digest.update, args=(memoryview(data),))
+    hashing.start()  # beside the parse: hashlib releases the GIL
     try:
         frag.table = read_any(data, str(p), utc_offset_hours=req.utc_offset_hours)
     except UnreadableFragment as exc:
         frag.reason, frag.reason_line = exc.reason, exc.line
-    frag.sha256 = hashlib.sha256(data).hexdigest()  # releases the GIL: the other reader runs
+    hashing.join()
+    del hashing  # drops its view of the mapping before the mapping is closed
+    frag.sha256 = digest.hexdigest()
     if frag.table is not None and frag.table.header.format == "TOA5":
         frag.table.release(p)  # rows are read back from the file when written
     if isinstance(data, mmap.mmap):

@@ -38,6 +38,11 @@ def detect(series: list[np.ndarray]) -> tuple[int | None, float]:
     if not diffs or not sum(len(d) for d in diffs):
         return None, 0.0
     d = np.concatenate(diffs)
+    # a value held by more than half of the steps is both the median and the mode
+    candidate = np.partition(d, len(d) // 2)[len(d) // 2]
+    support = np.count_nonzero(d == candidate)
+    if 2 * support > len(d):
+        return int(candidate), float(support / len(d))
     values, counts = np.unique(d, return_counts=True)
     best = int(np.argmax(counts))
     return int(values[best]), float(counts[best] / len(d))
