@@ -145,7 +145,7 @@ def _read_one(p: Path, req: Request) -> Fragment:
 def read_fragments(paths: list[Path], req: Request) -> list[Fragment]:
     """Read fragments oldest first (by mtime: the newest wins conflicts); quarantine the bad.
 
-    Two at a time: parsing is numpy/Arrow work that releases the GIL.
+    Two at a time: parsing is numpy work that releases the GIL.
     """
     ordered = [
         Path(p)
@@ -229,12 +229,12 @@ def _write(req: Request, name: EtcName, layout: Layout, p: Plan, tables: list[Ta
         else:
             body(sink)
         digests = sink.close()
-    if target.exists() and (
-        target.stat().st_size != sink.size or _sha256(target) != digests["sha256"]
-    ):
-        kept = req.output_dir / "superseded" / f"{target.name}.{_sha256(target)[:12]}"
-        kept.parent.mkdir(exist_ok=True)
-        os.replace(target, kept)
+    if target.exists():
+        old = _sha256(target)
+        if old != digests["sha256"]:  # a new version: the one before stays, under its hash
+            kept = req.output_dir / "superseded" / f"{target.name}.{old[:12]}"
+            kept.parent.mkdir(exist_ok=True)
+            os.replace(target, kept)
     os.replace(tmp, target)
     return {**digests, "size": sink.size}
 
@@ -323,11 +323,13 @@ def _assemble_group(
     if len(periods) > 1:  # half-hours: rows outside the DAY are the news, once per fragment
         day = Grid.for_period(periods[0][0], periods[-1][1], interval.ns, header.stamping)
         issues += [i for i in plan(tables, day).issues if "outside the period" in i.message]
+    empty = []
     for start, end, when in periods:
         grid = Grid.for_period(start, end, interval.ns, header.stamping)
         p = plan(tables, grid, report_outside=len(periods) == 1)
         if not p.present:
-            continue  # nothing of this period in these fragments: no file to make
+            empty.append(when)  # nothing of this period in these fragments: no file to make
+            continue
         issues += p.issues
         relevant = [i for i in issues if i.source in own or i in p.issues]
         name = EtcName(req.station, req.file_type, when, req.logger, file_number, ext)
@@ -368,5 +370,16 @@ def _assemble_group(
         }
         outputs.append(
             Output(str(name), req.output_dir / str(name), file_number, start, end, report, group)
+        )
+    if len(periods) > 1 and empty and outputs:
+        issues.append(
+            Issue(
+                "warning",
+                str(group[0].path),
+                None,
+                f"{len(empty)} of {len(periods)} half-hours have no row at all, so no file:"
+                f" {', '.join(w.strftime('%H%M') for w in empty[:12])}"
+                f"{' ...' if len(empty) > 12 else ''} (named by their end)",
+            )
         )
     return outputs

@@ -59,8 +59,9 @@ def _toa5_piece(t: Table, r0: int, r1: int, missing: bytes) -> bytes:
     else:
         block = t.block(int(t.starts[r0]), int(t.ends[r1]) + 1)
         block = block.replace(CRLF, b"\n").replace(b"\n", CRLF)
-    block = block.replace(b'"NAN"', missing)
-    if b'INF"' in block:  # rare: one scan to find out, two replaces only when present
+    if block.find(b"N") >= 0:  # memchr: a byte no number or timestamp holds
+        block = block.replace(b'"NAN"', missing)
+    if block.find(b"F") >= 0 and b'INF"' in block:  # INF is rare: usually one memchr only
         block = block.replace(b'"-INF"', missing).replace(b'"INF"', missing)
     return block
 
