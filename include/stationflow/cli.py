@@ -101,6 +101,11 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"user:        {info.user}")
     print(f"password:    {info.password or '(see AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS)'}")
     print(f"DAGs:        {', '.join(info.dag_ids) or '(none parsed yet)'}")
+    if info.sample_run:
+        print(
+            f"first run:   icos_assemble {info.sample_run} (the real LoggerNet sample ->"
+            f" {settings.home / 'etc' / 'FR-Lam'})"
+        )
     print(f"log:         {info.log}")
     print("stop with:   make stop")
     for err in info.import_errors:
@@ -150,57 +155,29 @@ def _assemble(args: argparse.Namespace) -> int:
     from datetime import date
     from pathlib import Path
 
-    from stationflow.config import ConfigError, load_inventory
-    from stationflow.refine.assemble import Request, assemble
+    from stationflow.refine.run import assemble_and_record, make_request
 
-    stream, offset = None, args.utc_offset
     try:
-        station = load_inventory().station(args.station)
-        offset = station.utc_offset_hours if offset is None else offset
-        stream = next(
-            (
-                f
-                for f in station.files
-                if (f.type, f.logger_number, f.file_number) == (args.type, args.logger, args.file)
-            ),
-            None,
+        req = make_request(
+            args.station,
+            args.type,
+            args.logger,
+            args.file,
+            date.fromisoformat(args.date),
+            Path(args.output_dir),
+            utc_offset=args.utc_offset,
+            interval_s=None if args.interval == "auto" else float(args.interval),
+            missing=args.missing,
+            layout=args.layout,
+            columns_map=_columns_map(args.columns_map),
+            extension=args.extension,
+            new_columns=args.new_columns,
+            quarantine_dir=Path(args.quarantine_dir) if args.quarantine_dir else None,
         )
-    except (ConfigError, KeyError):
-        station = None
-    if offset is None:
-        print(
-            f"stationflow: error: {args.station} is not in the inventory: give --utc-offset",
-            file=sys.stderr,
-        )
+    except ValueError as exc:
+        print(f"stationflow: error: {exc}", file=sys.stderr)
         return 2
-    interval = None if args.interval == "auto" else float(args.interval)
-    declared = stream.interval_ms / 1000 if stream is not None and stream.interval_ms else None
-    req = Request(
-        station=args.station,
-        file_type=args.type,
-        logger=args.logger,
-        file=args.file,
-        day=date.fromisoformat(args.date),
-        output_dir=Path(args.output_dir),
-        utc_offset_hours=offset,
-        interval_s=interval,
-        declared_interval_s=declared,
-        missing=args.missing
-        if args.missing is not None
-        else (stream.missing_value if stream and stream.missing_value is not None else -9999),
-        layout=args.layout or (stream.layout if stream else "toa5"),
-        columns_map=_columns_map(args.columns_map) or (stream.columns if stream else None),
-        extension=args.extension,
-        new_columns=args.new_columns,
-        quarantine_dir=Path(args.quarantine_dir) if args.quarantine_dir else None,
-    )
-    result = assemble(req, [Path(p) for p in args.fragments])
-    if not args.no_ledger:
-        from stationflow.refine.record import record
-        from stationflow.state.db import connect
-
-        with connect() as conn:
-            record(conn, req, result)
+    result = assemble_and_record(req, [Path(p) for p in args.fragments], ledger=not args.no_ledger)
     for o in result.outputs:
         print(json.dumps(o.report))
     for issue in result.issues:

@@ -37,6 +37,7 @@ class DemoInfo:
     dag_ids: list[str]
     import_errors: list[str]
     log: Path
+    sample_run: str | None = None  # icos_assemble run on the bundled sample, if triggered
 
 
 def _state_file(settings: Settings) -> Path:
@@ -126,6 +127,34 @@ def wait_for_dags(
         time.sleep(3)
 
 
+SAMPLE = Path("tests/fixtures/loggers/CampbellScientific_HC2S3_20161201-000000.dat")
+
+
+def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str | None:
+    """Unpause icos_assemble and run it once on the real LoggerNet sample: a first file in
+    the UI, the ledger and the audit log. Returns the run id (None without the sample)."""
+    sample = settings.root / SAMPLE
+    if not sample.exists():
+        return None
+    headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
+    dag = f"{base}/api/v2/dags/icos_assemble"
+    requests.patch(dag, json={"is_paused": False}, headers=headers, timeout=10).raise_for_status()
+    conf = {
+        "station": "FR-Lam",
+        "file_type": "BM",
+        "logger": 1,
+        "file": 1,
+        "date": "2016-12-02",
+        "fragments": str(sample),
+        "output_dir": "",
+    }
+    r = requests.post(
+        f"{dag}/dagRuns", json={"logical_date": None, "conf": conf}, headers=headers, timeout=10
+    )
+    r.raise_for_status()
+    return r.json()["dag_run_id"]
+
+
 def expected_dag_ids(settings: Settings) -> set[str]:
     """DAG ids declared in dags/*.py, read as text so the demo needs no DagBag of its own."""
     import re
@@ -149,6 +178,7 @@ def start(settings: Settings, *, timeout: float = 300) -> DemoInfo:
     log_path = settings.log_dir / "airflow-standalone.log"
 
     proc = _our_airflow(state.get("airflow_pid"))
+    started_airflow = proc is None
     if proc is None:
         subprocess.run(
             ["airflow", "db", "migrate"], env=env, check=True, capture_output=True, text=True
@@ -170,10 +200,12 @@ def start(settings: Settings, *, timeout: float = 300) -> DemoInfo:
     base = env["AIRFLOW__API__BASE_URL"]
     _wait_healthy(base, proc, timeout)
     password = admin_password(settings, env)
-    ids, errors = ([], [])
+    ids, errors, sample_run = [], [], None
     if password:
         ids, errors = wait_for_dags(base, password, expected_dag_ids(settings), timeout=timeout)
-    return DemoInfo(base, "admin", password, ids, errors, log_path)
+        if started_airflow and not errors and "icos_assemble" in ids:
+            sample_run = trigger_sample_assembly(base, password, settings)
+    return DemoInfo(base, "admin", password, ids, errors, log_path, sample_run)
 
 
 def _terminate_group(proc: psutil.Process, grace: float = 30) -> None:

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -61,6 +62,19 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
         timeout=10,
     ).json()
     assert errors["total_entries"] == 0
+
+    # the first run the demo triggers: the real LoggerNet sample through the scheduler
+    run_id = next(ln.split()[3] for ln in first.stdout.splitlines() if ln.startswith("first run"))
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"http://localhost:{port}/api/v2/dags/icos_assemble/dagRuns/{run_id}"
+    deadline = time.monotonic() + 240
+    while (run_state := requests.get(url, headers=headers, timeout=10).json()["state"]) in (
+        "queued",
+        "running",
+    ) and time.monotonic() < deadline:
+        time.sleep(3)
+    assert run_state == "success"
+    assert (tmp_path / "etc" / "FR-Lam" / "FR-Lam_BM_20161202_L01_F01.dat").exists()
 
     state = json.loads((tmp_path / "run" / "demo.json").read_text())
     airflow_pid, pg_pid = state["airflow_pid"], state["postgres_pid"]

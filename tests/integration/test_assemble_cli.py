@@ -111,7 +111,7 @@ def test_usage_errors(state_db, tmp_path):
     f.write_bytes(toa5(DAY))
     args = [a if a != "FR-Lam" else "XX-Unk" for a in common(tmp_path)]
     code, out, err = run(state_db, *args, str(f))
-    assert code == 2 and out == [] and "give --utc-offset" in err
+    assert code == 2 and out == [] and "not in the inventory" in err and "--utc-offset" in err
     code, (r,), _ = run(state_db, *args, "--utc-offset", "2", "--no-ledger", str(f))
     assert code == 0 and r["station"] == "XX-Unk" and "version" not in r
     empty = tmp_path / "b.dat"
