@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 NAME = re.compile(r"^(.{6})_([A-Z]{2,6})_(\d+)_L(\d+)_F(\d+)\.(\w{3})$")
 STATION = re.compile(r"^[A-Z]{2}-[A-Za-z][A-Za-z0-9]{2}$")
@@ -87,8 +87,3 @@ def parse(name: str) -> EtcName:
     except ValueError as exc:
         raise EtcNameError(f"{name!r}: {stamp} is not a valid time") from exc
     return EtcName(station, type_, when, int(logger), int(file), ext)
-
-
-def half_hour_end(start: datetime) -> datetime:
-    """The name time of the half-hour starting at ``start``."""
-    return start + timedelta(minutes=30)
