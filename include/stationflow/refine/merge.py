@@ -8,6 +8,7 @@ fragment, the last written). Empty slots are gaps, filled by the writer.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,7 +126,7 @@ def plan(tables: list[Table], grid: Grid, *, report_outside: bool = True) -> Pla
         off = np.flatnonzero(inside & ~on)
         off_grid += len(off)
         issues += _off_grid_runs(t, off, grid)
-        idx = np.flatnonzero(on)[::-1]  # last written first: it wins a repeated slot
+        idx = np.flatnonzero(on)
         # int32: a grid has fewer than 2**31 slots, a fragment fewer than 2**31 rows
         parts_slot.append((rel[idx] // grid.step).astype(np.int32))
         parts_table.append(np.full(len(idx), k, dtype=np.int32))
@@ -138,9 +139,12 @@ def plan(tables: list[Table], grid: Grid, *, report_outside: bool = True) -> Pla
     tab = np.concatenate(parts_table)
     row = np.concatenate(parts_row)
     if len(slot) > 1 and not np.all(slot[1:] > slot[:-1]):
-        # One key: slot, then newest table first. The sort is stable, so inside a table the
-        # last written row (put first above) stays first; timsort merges the sorted runs
-        # the fragments already are in near-linear time.
+        # Overlaps or disorder. Each table's rows are reversed (last written first: it wins a
+        # repeated slot), then one stable sort on (slot, newest table first); timsort merges
+        # the runs the fragments already are in near-linear time. Clean days skip all this.
+        bounds = np.cumsum([0, *(len(p) for p in parts_slot)])
+        rev = np.concatenate([np.arange(b - 1, a - 1, -1) for a, b in itertools.pairwise(bounds)])
+        slot, tab, row = slot[rev], tab[rev], row[rev]
         key = slot.astype(np.int64) * len(tables) + (len(tables) - 1 - tab)
         order = np.argsort(key, kind="stable")
         slot, tab, row = slot[order], tab[order], row[order]
@@ -180,5 +184,5 @@ def plan(tables: list[Table], grid: Grid, *, report_outside: bool = True) -> Pla
         winners = np.ones(len(slot), dtype=bool)
         winners[dup] = False
         slot, tab, row = slot[winners], tab[winners], row[winners]
-    used = {k: int(c) for k, c in zip(*np.unique(tab, return_counts=True), strict=True)}
+    used = {k: int(c) for k, c in enumerate(np.bincount(tab, minlength=len(tables))) if c}
     return Plan(grid, slot, tab, row, duplicates, conflicts, outside, off_grid, used, issues)
