@@ -40,10 +40,10 @@ def civil_from_days(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 ROWS = 1 << 16  # rows parsed at once: bounds the temporaries whatever the file size
 _WIDTH = 31  # '"YYYY-MM-DD HH:MM:SS.fffffffff"'
-_SEPARATORS = {0: ord('"'), 5: ord("-"), 8: ord("-"), 11: ord(" "), 14: ord(":"), 17: ord(":")}
-_DIGITS = (1, 2, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18, 19)
-_DIGIT_ROWS = list(_DIGITS)
-_FRACTION_WEIGHTS32 = 10 ** np.arange(8, -1, -1, dtype=np.int32)  # ns per fraction digit
+_READ = 32  # bytes read per row: the widest timestamp and one more, four machine words
+_MINUTE_SEPARATORS = {0: ord('"'), 5: ord("-"), 8: ord("-"), 11: ord(" "), 14: ord(":")}
+_MINUTE_DIGITS = [1, 2, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16]
+_FRACTION_WEIGHTS = (10 ** np.arange(8, -1, -1)).astype(np.int32)  # ns per fraction digit
 
 
 def parse_quoted(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
@@ -51,7 +51,7 @@ def parse_quoted(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
 
     ``buf`` is the file as a uint8 array; returns (ns, ok, field_end) where ``ok`` marks
     rows whose timestamp is well formed and ``field_end`` is the offset just past the
-    closing quote. Only the first 31 bytes of a row are read, in chunks of rows.
+    closing quote. Only the first 32 bytes of a row are read, in chunks of rows.
     """
     n = len(starts)
     ns = np.zeros(n, dtype=np.int64)
@@ -63,17 +63,30 @@ def parse_quoted(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
     return ns, ok, field_end
 
 
-def _parse_chunk(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
-    n = len(starts)
-    # one row per character position (31 x n): every column read below is contiguous
-    idx = np.arange(_WIDTH)[:, None] + starts
-    np.minimum(idx, len(buf) - 1, out=idx)
-    m = buf[idx]
-    d = m.astype(np.int32) - _ZERO
-    isdig = (d >= 0) & (d <= 9)
-    ok = isdig[_DIGIT_ROWS].all(axis=0)
-    for col, ch in _SEPARATORS.items():
-        ok &= m[col] == ch
+def _heads(buf: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The first 32 bytes of each row, (n, 32), zero past the end of ``buf``."""
+    room = len(buf) - _READ
+    if room < 0:
+        out = np.zeros((len(starts), _READ), dtype=np.uint8)
+    else:  # one gather of 32-byte rows from an overlapping view of the buffer
+        view = np.lib.stride_tricks.as_strided(
+            buf, shape=(room + 1, _READ), strides=(1, 1), writeable=False
+        )
+        out = view[np.minimum(starts, room)]
+    for i in np.flatnonzero(starts > room):  # the last rows of the buffer
+        piece = buf[int(starts[i]) : int(starts[i]) + _READ]
+        out[i] = 0
+        out[i, : len(piece)] = piece
+    return out
+
+
+def _minutes(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ns at the start of the minute ``"YYYY-MM-DD HH:MM`` of each row head, and ok."""
+    d = m[:, :17].T.astype(np.int32) - _ZERO
+    digits = d[_MINUTE_DIGITS]
+    ok = ((digits >= 0) & (digits <= 9)).all(axis=0)
+    for col, ch in _MINUTE_SEPARATORS.items():
+        ok &= m[:, col] == ch
 
     def num(*cols: int) -> np.ndarray:
         out = d[cols[0]].copy()
@@ -82,27 +95,45 @@ def _parse_chunk(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
             out += d[c]
         return out
 
-    year, month, day = num(1, 2, 3, 4), num(6, 7), num(9, 10)
-    hh, mm, ss = num(12, 13), num(15, 16), num(18, 19)
-    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
-    ok &= (hh <= 23) & (mm <= 59) & (ss <= 59)
-
-    # optional fraction ".d{1,9}", then the closing quote (which must lie inside the row:
-    # so every byte read before it was the row's own)
-    has_frac = m[20] == ord(".")
-    run = np.logical_and.accumulate(isdig[21:30], axis=0) & has_frac
-    width = run.sum(axis=0)
-    frac_ns = (np.where(run, d[21:30], 0) * _FRACTION_WEIGHTS32[:, None]).sum(axis=0)
-    close = np.where(has_frac, 21 + width, 20)
-    ok &= m[np.minimum(close, _WIDTH - 1), np.arange(n)] == ord('"')
-    ok &= (close < _WIDTH) & (~has_frac | (width > 0)) & (starts + close < ends)
-
+    year, month, day, hh, mm = num(1, 2, 3, 4), num(6, 7), num(9, 10), num(12, 13), num(15, 16)
+    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31) & (hh <= 23) & (mm <= 59)
     days = days_from_civil(year, month, day)
     # a day that does not exist (2026-02-30) does not survive the round trip
     y2, m2, d2 = civil_from_days(days)
     ok &= (y2 == year) & (m2 == month) & (d2 == day)
-    secs = (hh * 3600 + mm * 60 + ss).astype(np.int64)
-    ns = days * DAY_NS + secs * NS + frac_ns
+    return days * DAY_NS + (hh * 3600 + mm * 60).astype(np.int64) * NS, ok
+
+
+def _parse_chunk(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    n = len(starts)
+    m = _heads(buf, starts)
+    # Rows of one minute share their first 17 bytes: the calendar is parsed once per run of
+    # equal prefixes (1 440 runs in a sorted day), the seconds and fraction for every row.
+    w = m.view(np.uint64)  # (n, 4) words; bytes 0-15 are the first two
+    new = np.ones(n, dtype=bool)
+    new[1:] = (w[1:, 0] != w[:-1, 0]) | (w[1:, 1] != w[:-1, 1]) | (m[1:, 16] != m[:-1, 16])
+    run = np.cumsum(new) - 1
+    minute_ns, minute_ok = _minutes(m[new])
+
+    t = m[:, 17:].T - np.uint8(_ZERO)  # (15, n): a digit is 0..9, any other byte wraps past
+    isdig = t <= 9
+    ok = minute_ok[run] & (m[:, 17] == ord(":")) & isdig[1] & isdig[2]
+    ss = t[1].astype(np.int32) * 10 + t[2]
+    ok &= ss <= 59
+
+    # optional fraction ".d{1,9}", then the closing quote (which must lie inside the row:
+    # so every byte read before it was the row's own)
+    has_frac = m[:, 20] == ord(".")
+    digit = np.logical_and.accumulate(isdig[4:13], axis=0)
+    digit &= has_frac
+    width = digit.sum(axis=0, dtype=np.int32)
+    frac_ns = np.zeros(n, dtype=np.int32)
+    for k in range(9):
+        frac_ns += np.where(digit[k], t[4 + k], 0).astype(np.int32) * _FRACTION_WEIGHTS[k]
+    close = np.where(has_frac, 21 + width, 20)
+    ok &= m[np.arange(n), np.minimum(close, _READ - 1)] == ord('"')
+    ok &= (close < _WIDTH) & (~has_frac | (width > 0)) & (starts + close < ends)
+    ns = minute_ns[run] + ss.astype(np.int64) * NS + frac_ns
     return np.where(ok, ns, 0), ok, starts + close + 1
 
 
