@@ -44,6 +44,7 @@ _READ = 32  # bytes read per row: the widest timestamp and one more, four machin
 _MINUTE_SEPARATORS = {0: ord('"'), 5: ord("-"), 8: ord("-"), 11: ord(" "), 14: ord(":")}
 _MINUTE_DIGITS = [1, 2, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16]
 _FRACTION_WEIGHTS = (10 ** np.arange(8, -1, -1)).astype(np.int32)  # ns per fraction digit
+YEARS = (1900, 2261)  # what int64 nanoseconds since 1970 hold, from the earliest logger clock
 
 
 def parse_quoted(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
@@ -97,6 +98,7 @@ def _minutes(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     year, month, day, hh, mm = num(1, 2, 3, 4), num(6, 7), num(9, 10), num(12, 13), num(15, 16)
     ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31) & (hh <= 23) & (mm <= 59)
+    ok &= (year >= YEARS[0]) & (year <= YEARS[1])
     days = days_from_civil(year, month, day)
     # a day that does not exist (2026-02-30) does not survive the round trip
     y2, m2, d2 = civil_from_days(days)

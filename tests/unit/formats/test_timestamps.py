@@ -1,3 +1,4 @@
+import re
 from datetime import datetime, timedelta
 from itertools import pairwise
 
@@ -138,3 +139,56 @@ def test_empty_input_formats_to_nothing():
     data, offsets = format_toa5_packed(none)
     assert len(data) == 0 and offsets.tolist() == [0]
     assert format_toa5(none) == [] == format_compact(none, seconds=True, fraction=3)
+
+
+_STAMP = re.compile(rb'"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"')
+
+
+def _reference(row: bytes) -> int | None:
+    """The timestamp at the start of a row, the slow and obvious way."""
+    m = _STAMP.match(row)
+    if m is None:
+        return None
+    y, mo, d, h, mi, s, frac = m.groups()
+    try:
+        when = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s))
+    except ValueError:
+        return None
+    if not 1900 <= when.year <= 2261:  # beyond int64 nanoseconds (or no logger's clock)
+        return None
+    frac_ns = int((frac or b"").ljust(9, b"0"))
+    return (when - EPOCH) // timedelta(seconds=1) * NS + frac_ns
+
+
+@settings(max_examples=200)
+@given(
+    st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.lists(
+        st.tuples(
+            st.integers(0, 90_000),  # ms after the previous row: many share a minute
+            st.integers(0, 9),  # fraction digits
+            st.one_of(st.none(), st.tuples(st.integers(0, 31), st.sampled_from(b'0915":.- xA'))),
+            st.integers(0, 3),  # bytes cut from the end of the row
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_parse_matches_a_plain_python_reader_on_good_and_bad_rows(first, rows):
+    """Mutated bytes, cut rows and minute runs: the vectorized parse agrees with a regex."""
+    texts, at = [], first
+    for gap_ms, digits, mutation, cut in rows:
+        at += timedelta(milliseconds=gap_ms)
+        text = bytearray(at.strftime('"%Y-%m-%d %H:%M:%S').encode())
+        if digits:
+            text += b"." + f"{at.microsecond:06d}000".encode()[:digits]
+        text += b'",1.5,2\r\n'
+        if mutation is not None and mutation[0] < len(text):
+            text[mutation[0]] = mutation[1]
+        texts.append(bytes(text[: len(text) - cut] if cut < len(text) else text))
+    ns, ok, _ = parse(texts)
+    for text, got, good in zip(texts, ns, ok, strict=True):
+        want = _reference(text)
+        assert bool(good) == (want is not None), text
+        if want is not None:
+            assert int(got) == want, text
