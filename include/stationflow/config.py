@@ -53,11 +53,34 @@ class _Model(BaseModel):
 
 
 class LoggerNetCollect(_Model):
-    """Files LoggerNet writes on the lab PC; the folder is read, never modified."""
+    """Files LoggerNet writes on the lab PC; the folder is read, never modified.
+
+    Files are matched to tables by their TOA5 header (its last field names the table), so
+    backups, renamed fragments and new file names after a program change are all found.
+    """
 
     method: Literal["loggernet"]
     folder: Path
     tables: list[Name] = Field(min_length=1)
+    patterns: list[str] = Field(default_factory=lambda: ["*"])  # glob, relative to folder
+    settle_seconds: float = Field(60, ge=0)  # unchanged for this long = LoggerNet is done
+
+
+class ModbusRegister(_Model):
+    """One Public variable: where it sits in the logger's register space and what it is."""
+
+    name: Name
+    address: int = Field(ge=0, le=65535)  # protocol address (0-based): Var(n) -> 2(n-1)
+    type: Literal["holding", "input"] = "holding"
+    data_type: Literal["float32", "int32", "uint32", "int16", "uint16"] = "float32"
+    word_order: Literal["ABCD", "CDAB"] | None = None  # default: the logger's
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+
+    @property
+    def count(self) -> int:
+        return 1 if self.data_type in ("int16", "uint16") else 2
 
 
 class ModbusCollect(_Model):
@@ -70,12 +93,19 @@ class ModbusCollect(_Model):
     word_order: Literal["ABCD", "CDAB"] = "CDAB"
     table: Name = "Modbus"
     poll_interval: str = "1min"
+    timeout_s: float = Field(3, gt=0, le=60)
+    retries: int = Field(2, ge=0, le=10)
+    registers: list[ModbusRegister] = Field(min_length=1)
 
     @field_validator("poll_interval")
     @classmethod
     def _interval(cls, v: str) -> str:
         parse_interval_ms(v)
         return v
+
+    @property
+    def poll_interval_ms(self) -> int:
+        return parse_interval_ms(self.poll_interval)
 
 
 class FtpPullCollect(_Model):
@@ -85,6 +115,8 @@ class FtpPullCollect(_Model):
     connection_id: ConnId
     remote_dir: str = "/"
     pattern: str = "*"
+    table: Name | None = None  # landing sub-folder; default: from the file kind (ghg, jpg)
+    settle_seconds: float = Field(60, ge=0)  # a remote file this recent may still be written
 
 
 class FtpPushCollect(_Model):
@@ -92,6 +124,7 @@ class FtpPushCollect(_Model):
 
     method: Literal["ftp_push"]
     connection_id: ConnId
+    table: Name | None = None
 
 
 Collect = Annotated[
@@ -100,12 +133,24 @@ Collect = Annotated[
 ]
 
 
+class Relay(_Model):
+    """The station's network relay that power-cycles a device (a hard reset)."""
+
+    connection_id: ConnId  # host, port and credentials of the relay's HTTP interface
+    url: str = Field(pattern=r"^/")  # path template: {channel}, {device}, {station}
+    method: Literal["GET", "POST"] = "GET"
+    channel: int = Field(1, ge=0, le=64)
+    after_failures: int = Field(3, ge=1, le=100)  # consecutive failed checks before a reset
+    wait_seconds: float = Field(60, ge=0, le=3600)  # the device's boot time
+
+
 class Logger(_Model):
     id: Name
     kind: Literal["campbell", "smartflux", "camera"]
     model: str | None = None
     collect: Collect
-    health_connection_id: ConnId | None = None  # TCP reachability check + relay reset
+    health_connection_id: ConnId | None = None  # TCP reachability check (host, port)
+    relay: Relay | None = None
 
 
 class EtcFile(_Model):

@@ -41,6 +41,16 @@ class Settings:
         return self.home / "logs"
 
     @property
+    def landing_dir(self) -> Path:
+        """Immutable copies of every collected fragment: <station>/<logger>/<table>/."""
+        return self.home / "landing"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Files still being made here: polled tables, FTP uploads, partial downloads."""
+        return self.home / "spool"
+
+    @property
     def sql_dir(self) -> Path:
         return self.root / "sql"
 

@@ -35,15 +35,26 @@ def upsert_fragment(
     message: str | None = None,
     source_path: str | None = None,
 ) -> int:
-    """Register a fragment once per (station, source, sha256); returns its id."""
+    """Register a fragment once per (station, sha256) - whoever registers the bytes first
+    (a collector, or refine given a file by hand) names their source; returns its id."""
+    known = conn.execute(
+        "SELECT id FROM stationflow.fragment WHERE station = %s AND sha256 = %s"
+        " ORDER BY id LIMIT 1",
+        (station, sha256),
+    ).fetchone()
+    if known is not None:
+        if status == "quarantined":
+            conn.execute(
+                "UPDATE stationflow.fragment SET status = 'quarantined',"
+                " message = COALESCE(%s, message) WHERE id = %s",
+                (message, known[0]),
+            )
+        return known[0]
     row = conn.execute(
         "INSERT INTO stationflow.fragment (station, source, source_path, path, size, sha256,"
         " first_ts, last_ts, rows, status, message)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT ON CONSTRAINT fragment_once DO UPDATE SET"
-        "   status = CASE WHEN EXCLUDED.status = 'quarantined' THEN 'quarantined'"
-        "            ELSE stationflow.fragment.status END,"
-        "   message = COALESCE(EXCLUDED.message, stationflow.fragment.message)"
+        " ON CONFLICT ON CONSTRAINT fragment_once DO UPDATE SET status = EXCLUDED.status"
         " RETURNING id",
         (
             station,

@@ -1,0 +1,38 @@
+"""Endpoints and credentials, from Airflow Connections only (never from the inventory).
+
+Connections resolve the way Airflow resolves them everywhere: ``AIRFLOW_CONN_<ID>``
+variables, the configured secrets backend, then the metadata database. The returned object
+is Airflow's own Connection (host, port, login, password, schema, extra_dejson).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stationflow.errors import PermanentError
+
+
+class MissingConnection(PermanentError):
+    """A Connection the inventory names does not exist: nothing to retry until it is added."""
+
+
+def get_connection(conn_id: str) -> Any:
+    from airflow.sdk import BaseHook
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as exc:  # AirflowNotFoundException, or the SDK's own not-found error
+        if "isn't defined" in str(exc) or "not found" in str(exc).lower():
+            raise MissingConnection(
+                f"Airflow Connection {conn_id!r} is not defined (the inventory names it)"
+            ) from exc
+        raise
+
+
+def endpoint(conn_id: str, default_port: int | None = None) -> tuple[str, int]:
+    """(host, port) of a Connection; a missing host or port is a configuration error."""
+    c = get_connection(conn_id)
+    port = c.port or default_port
+    if not c.host or not port:
+        raise MissingConnection(f"Airflow Connection {conn_id!r} needs a host and a port")
+    return c.host, int(port)
