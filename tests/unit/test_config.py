@@ -107,7 +107,7 @@ def test_every_problem_is_listed_with_its_line():
 def test_union_member_errors_point_at_the_field_not_the_tag():
     text = MINIMAL.replace(
         "{method: loggernet, folder: lgn, tables: [Meteo]}",
-        "{method: modbus, connection_id: m, unit_id: 400}",
+        "{method: modbus, connection_id: m, unit_id: 400, registers: [{name: T, address: 0}]}",
     )
     (line,) = problems(text)
     assert line.startswith("inv.yaml:9: stations[0].loggers[0].collect.unit_id:")
