@@ -70,11 +70,11 @@ def _copy_hashing(src: Path, tmp_dir: Path) -> tuple[Path, str, int]:
     return Path(tmp), digest.hexdigest(), size
 
 
-def _describe(path: Path, utc_offset_hours: float):
+def _describe(path: Path, utc_offset_hours: float, expect_table: bool):
     """(rows, first, last, table name, problem) of a landed file; no table -> Nones."""
     with path.open("rb") as f:
         head = f.read(8)
-    if not head.startswith(TABLE_KINDS):
+    if not expect_table and not head.startswith(TABLE_KINDS):
         return None, None, None, None, None  # an image or other payload: carried as is
     try:
         table = read_any(path.read_bytes(), str(path), utc_offset_hours=utc_offset_hours)
@@ -102,12 +102,15 @@ def land(
     utc_offset_hours: float,
     source_path: str | None = None,
     name: str | None = None,
+    expect_table: bool = True,
     ids: RunIds | None = None,
 ) -> Landed:
     """Copy ``src`` into the landing area and register it (in the caller's transaction).
 
     ``source`` names the stream (``loggernet:cr3000_meteo/Meteo_30min``); ``name`` is the
-    original file name when ``src`` is a temporary file (a download).
+    original file name when ``src`` is a temporary file (a download). With
+    ``expect_table`` (logger files) anything but a readable TOA5/TOB1/.ghg is quarantined;
+    without it (FTP payloads) other kinds (images) are landed as they are.
     """
     folder = landing / safe_name(station) / safe_name(logger) / safe_name(table)
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,7 +129,7 @@ def land(
                 os.close(dir_fd)
     else:
         tmp.unlink()
-    rows, first, last, table_name, problem = _describe(target, utc_offset_hours)
+    rows, first, last, table_name, problem = _describe(target, utc_offset_hours, expect_table)
     known = conn.execute(
         "SELECT id FROM stationflow.fragment WHERE station = %s AND sha256 = %s",
         (station, sha),
@@ -158,11 +161,15 @@ def land(
                 ids=ids,
             )
         else:
-            span = f", {rows} rows {first:%Y-%m-%d %H:%M:%S} .. {last:%Y-%m-%d %H:%M:%S} UTC"
+            span = (
+                f", {rows} rows {first:%Y-%m-%d %H:%M:%S} .. {last:%Y-%m-%d %H:%M:%S} UTC"
+                if first and last
+                else ""
+            )
             audit(
                 conn,
                 "collect.land",
-                f"{where}: landed {size} bytes{span if first else ''}",
+                f"{where}: landed {size} bytes{span}",
                 station=station,
                 details={
                     "fragment_id": fid,
