@@ -16,17 +16,31 @@ class MissingConnection(PermanentError):
     """A Connection the inventory names does not exist: nothing to retry until it is added."""
 
 
+def _not_found(exc: Exception) -> bool:
+    return "isn't defined" in str(exc) or "not found" in str(exc).lower()
+
+
 def get_connection(conn_id: str) -> Any:
+    """In a task through the Task SDK; in a service of ours (the FTP server, the simulators)
+    the SDK sees only variables and backends, so the metadata database is asked next."""
     from airflow.sdk import BaseHook
 
     try:
         return BaseHook.get_connection(conn_id)
     except Exception as exc:  # AirflowNotFoundException, or the SDK's own not-found error
-        if "isn't defined" in str(exc) or "not found" in str(exc).lower():
-            raise MissingConnection(
-                f"Airflow Connection {conn_id!r} is not defined (the inventory names it)"
-            ) from exc
-        raise
+        if not _not_found(exc):
+            raise
+        first = exc
+    try:
+        from airflow.models.connection import Connection
+
+        return Connection.get_connection_from_secrets(conn_id)
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+    raise MissingConnection(
+        f"Airflow Connection {conn_id!r} is not defined (the inventory names it)"
+    ) from first
 
 
 def endpoint(conn_id: str, default_port: int | None = None) -> tuple[str, int]:
