@@ -106,6 +106,8 @@ def _demo(args: argparse.Namespace) -> int:
             f"first run:   icos_assemble {info.sample_run} (the real LoggerNet sample ->"
             f" {settings.home / 'etc' / 'FR-Lam'})"
         )
+    for name, pid in (info.services or {}).items():
+        print(f"{name + ':':<12} pid {pid}, log {settings.log_dir / (name + '.log')}")
     print(f"log:         {info.log}")
     print("stop with:   make stop")
     for err in info.import_errors:
@@ -118,6 +120,48 @@ def _stop(args: argparse.Namespace) -> int:
 
     stopped = demo.stop(load_settings())
     print("\n".join(f"stopped {s}" for s in stopped) or "nothing started by the demo is running")
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from stationflow.config import load_inventory
+    from stationflow.settings import load_settings as settings_now
+
+    settings = settings_now()
+    if args.sim_command == "serve":  # the background process itself (airflow environment)
+        from stationflow.sim.network import serve
+
+        serve(load_inventory(), settings.home)
+        return 0
+    if args.sim_command == "setup":  # the Connections and pools the network needs
+        from stationflow.pools import ensure_pools
+        from stationflow.sim.network import ensure_connections
+
+        inv = load_inventory()
+        made = ensure_connections(inv) + ensure_pools(inv)
+        print("\n".join(f"created {m}" for m in made) or "connections and pools in place")
+        return 0
+    from stationflow import demo
+
+    if args.sim_command == "up":
+        pids = demo.start_network(settings)
+        print("\n".join(f"{name}: pid {pid}" for name, pid in pids.items()))
+    else:
+        stopped = demo.stop_network(settings)
+        print("\n".join(f"stopped {s}" for s in stopped) or "no simulator was running")
+    return 0
+
+
+def _ftp_server(args: argparse.Namespace) -> int:
+    from stationflow.collect.ftp_push import run_push_server
+    from stationflow.config import load_inventory
+    from stationflow.sim.network import plan
+
+    settings = load_settings()
+    inv = load_inventory()
+    port = args.port or plan(inv).push_port
+    print(f"FTP push server on {args.host}:{port}, landing in {settings.landing_dir}", flush=True)
+    run_push_server(inv, args.host, port, settings.spool_dir, settings.landing_dir)
     return 0
 
 
@@ -283,6 +327,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop what `stationflow demo` started (by pid)").set_defaults(
         func=_stop
     )
+
+    sim = sub.add_parser(
+        "sim",
+        help="the simulated station network (loggers, SmartFlux, relays)",
+        description="Every remote peer of the inventory on loopback: LoggerNet folders,"
+        " Modbus loggers (TCP and RTU behind a serial server), SmartFlux FTP servers, stations"
+        " pushing files, devices and their relays. `up` also creates the Airflow Connections"
+        " and pools they need (passwords generated once, kept only in Airflow).",
+    )
+    simsub = sim.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    simsub.add_parser("up", help="start it in the background (and the FTP push server)")
+    simsub.add_parser("down", help="stop what `sim up` started")
+    simsub.add_parser("serve", help="run it in the foreground")
+    simsub.add_parser("setup", help="create the Connections and pools only")
+    sim.set_defaults(func=_sim)
+
+    ftp = sub.add_parser(
+        "ftp-server",
+        help="receive files pushed by stations (one jailed account per station)",
+        description="An FTP server for stations that push (SmartFlux, cameras): one account"
+        " per ftp_push Connection of the inventory, each jailed to its own folder; every"
+        " complete upload is landed and registered.",
+    )
+    ftp.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ftp.add_argument("--port", type=int, help="default: the demo network's push port")
+    ftp.set_defaults(func=_ftp_server)
 
     af = sub.add_parser(
         "airflow",

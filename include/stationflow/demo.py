@@ -38,6 +38,7 @@ class DemoInfo:
     import_errors: list[str]
     log: Path
     sample_run: str | None = None  # icos_assemble run on the bundled sample, if triggered
+    services: dict[str, int] | None = None  # simulated network, FTP push server: pids
 
 
 def _state_file(settings: Settings) -> Path:
@@ -197,6 +198,7 @@ def start(settings: Settings, *, timeout: float = 300) -> DemoInfo:
         _write_state(settings, state)
         proc = psutil.Process(popen.pid)
 
+    network = start_network(settings)
     base = env["AIRFLOW__API__BASE_URL"]
     _wait_healthy(base, proc, timeout)
     password = admin_password(settings, env)
@@ -205,7 +207,31 @@ def start(settings: Settings, *, timeout: float = 300) -> DemoInfo:
         ids, errors = wait_for_dags(base, password, expected_dag_ids(settings), timeout=timeout)
         if started_airflow and not errors and "icos_assemble" in ids:
             sample_run = trigger_sample_assembly(base, password, settings)
-    return DemoInfo(base, "admin", password, ids, errors, log_path, sample_run)
+    return DemoInfo(base, "admin", password, ids, errors, log_path, sample_run, network)
+
+
+def start_network(settings: Settings) -> dict[str, int]:
+    """Connections and pools, then the simulated network and the FTP push server."""
+    from stationflow import services
+
+    env = airflow_environment(settings)
+    done = subprocess.run(
+        ["stationflow", "sim", "setup"], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise DemoError(f"sim setup failed: {done.stderr.strip()[-2000:]}")
+    return {name: services.start(settings, name, env)[0] for name in ("sim", "ftp-server")}
+
+
+def stop_network(settings: Settings) -> list[str]:
+    from stationflow import services
+
+    stopped = []
+    for name in ("ftp-server", "sim"):
+        pid = services.stop(settings, name)
+        if pid:
+            stopped.append(f"{name} (pid {pid})")
+    return stopped
 
 
 def _terminate_group(proc: psutil.Process, grace: float = 30) -> None:
@@ -221,7 +247,7 @@ def _terminate_group(proc: psutil.Process, grace: float = 30) -> None:
 def stop(settings: Settings) -> list[str]:
     """Stop what ``start`` recorded (by pid); returns what was stopped."""
     state = _read_state(settings)
-    stopped = []
+    stopped = stop_network(settings)
     proc = _our_airflow(state.pop("airflow_pid", None))
     if proc is not None:
         _terminate_group(proc)

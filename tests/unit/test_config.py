@@ -50,7 +50,7 @@ def test_default_inventory_is_the_demo_network():
     ec = next(f for f in lam.files if f.type == "EC")
     assert ec.half_hourly and ec.interval_ms == 50 and ec.extension == "zip"
     bm = next(f for f in lam.files if f.type == "BM")
-    assert not bm.half_hourly and bm.interval_ms == 1_800_000
+    assert not bm.half_hourly and bm.interval_ms == 60_000
     assert inv.missing_value(bm) == -9999
     (net,) = inv.sensor_networks
     assert {d.type for d in net.devices} == {"josene", "ase"}

@@ -107,7 +107,7 @@ def land(
 ) -> Landed:
     """Copy ``src`` into the landing area and register it (in the caller's transaction).
 
-    ``source`` names the stream (``loggernet:cr3000_meteo/Meteo_30min``); ``name`` is the
+    ``source`` names the stream (``loggernet:cr3000_meteo/Meteo_1min``); ``name`` is the
     original file name when ``src`` is a temporary file (a download). With
     ``expect_table`` (logger files) anything but a readable TOA5/TOB1/.ghg is quarantined;
     without it (FTP payloads) other kinds (images) are landed as they are.

@@ -1,0 +1,277 @@
+"""The demo's station network: every remote peer of the inventory, simulated on loopback.
+
+``stationflow sim up`` runs this as one background process: per station a LoggerNet folder
+writer for each LoggerNet logger, a Modbus logger (Modbus/TCP, or RTU behind a serial
+server) for each polled logger, an FTP server publishing .ghg half-hours for each SmartFlux
+that is pulled, a station pushing its SmartFlux files to our FTP push server, a TCP device
+for each health check and a relay that power-cycles them.
+
+Ports are fixed from a base (``STATIONFLOW_SIM_PORT_BASE``, default 15000) in inventory
+order, so the Airflow Connections the demo creates stay valid across restarts. Accounts and
+passwords are read from those Connections: the simulator knows nothing the project hides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from stationflow.config import (
+    FtpPullCollect,
+    FtpPushCollect,
+    Inventory,
+    LoggerNetCollect,
+    ModbusCollect,
+    Station,
+)
+
+log = logging.getLogger("stationflow.sim")
+HOST = "127.0.0.1"
+TICK_S = 10.0
+LOGGERNET_EVERY = timedelta(minutes=5)  # LoggerNet's collection schedule: rows come in batches
+HISTORY = timedelta(hours=2)  # a fresh demo starts with this much data already logged
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    conn_id: str
+    conn_type: str
+    port: int
+    login: str | None = None  # a password is generated once, kept in the Connection only
+    schema: str | None = None
+    role: str = ""
+
+
+@dataclass
+class Plan:
+    """Which simulated peer listens where, and the Connections that reach them."""
+
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    push_port: int = 0
+
+    def add(self, ep: Endpoint) -> None:
+        self.endpoints.setdefault(ep.conn_id, ep)
+
+
+def port_base() -> int:
+    return int(os.environ.get("STATIONFLOW_SIM_PORT_BASE", "15000"))
+
+
+def plan(inv: Inventory, base: int | None = None) -> Plan:
+    base = port_base() if base is None else base
+    p = Plan(push_port=base + 21)
+    nxt = iter(range(base + 22, base + 1000))
+    for st in inv.stations:
+        for lg in st.loggers:
+            c = lg.collect
+            if isinstance(c, ModbusCollect):
+                p.add(
+                    Endpoint(c.connection_id, "generic", next(nxt), role=f"modbus {st.id}/{lg.id}")
+                )
+            elif isinstance(c, FtpPullCollect):
+                p.add(
+                    Endpoint(
+                        c.connection_id, "ftp", next(nxt), login=lg.id, role=f"ftp {st.id}/{lg.id}"
+                    )
+                )
+            elif isinstance(c, FtpPushCollect):
+                login = f"{st.id.lower()}"
+                p.add(Endpoint(c.connection_id, "ftp", p.push_port, login=login, role="ftp push"))
+            if lg.health_connection_id and lg.health_connection_id not in p.endpoints:
+                # a polled logger is reached on its Modbus port; the others on their own
+                same = isinstance(c, ModbusCollect)
+                port = p.endpoints[c.connection_id].port if same else next(nxt)
+                p.add(Endpoint(lg.health_connection_id, "generic", port, role=f"device {lg.id}"))
+            if lg.relay is not None and lg.relay.connection_id not in p.endpoints:
+                p.add(
+                    Endpoint(lg.relay.connection_id, "http", next(nxt), login="relay", role="relay")
+                )
+    return p
+
+
+def ensure_connections(inv: Inventory, base: int | None = None) -> list[str]:
+    """Create the Airflow Connections of the simulated network that do not exist yet.
+
+    Needs Airflow's metadata database (run with the Airflow environment). Existing
+    Connections are left alone: an operator's edits win; passwords are made here, once."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    created = []
+    with create_session() as session:
+        have = {c.conn_id for c in session.query(Connection).all()}
+        for ep in plan(inv, base).endpoints.values():
+            if ep.conn_id in have:
+                continue
+            session.add(
+                Connection(
+                    conn_id=ep.conn_id,
+                    conn_type=ep.conn_type,
+                    host=HOST,
+                    port=ep.port,
+                    login=ep.login,
+                    password=secrets.token_urlsafe(18) if ep.login else None,
+                    description=f"demo network: {ep.role}",
+                )
+            )
+            created.append(ep.conn_id)
+    return created
+
+
+class Network:
+    """Every simulated peer of the inventory, started together; ``tick`` moves time on."""
+
+    def __init__(self, inv: Inventory, home: Path, base: int | None = None):
+        from stationflow.connections import get_connection
+
+        self.inv, self.home, self.plan = inv, home, plan(inv, base)
+        self._conn = get_connection
+        self.loggernet: list[tuple[Station, object]] = []
+        self.servers: list[object] = []  # anything with start()/stop()
+        self.smartflux: list[tuple[Station, object]] = []
+        self.pushers: list[tuple[Station, object, object]] = []
+        self.devices: dict[str, object] = {}  # health conn id -> device (power_cycle)
+
+    def _secret(self, conn_id: str) -> tuple[str, str]:
+        c = self._conn(conn_id)
+        return c.login or "", c.password or ""
+
+    def build(self, now: datetime) -> Network:
+        from stationflow.sim.device import TcpDevice
+        from stationflow.sim.loggernet import LoggerNetSim, TableSpec
+        from stationflow.sim.modbus_logger import SimLogger
+        from stationflow.sim.relay import RelaySim
+        from stationflow.sim.smartflux import SmartFluxSim
+
+        relays: dict[str, RelaySim] = {}
+        for st in self.inv.stations:
+            local = (now + timedelta(hours=st.utc_offset_hours)).replace(tzinfo=None)
+            for lg in st.loggers:
+                c = lg.collect
+                device = None
+                if isinstance(c, LoggerNetCollect):
+                    folder = c.folder if c.folder.is_absolute() else self.home / c.folder
+                    specs = [TableSpec(t, _interval_ms(st, lg.id, t)) for t in c.tables]
+                    sim = LoggerNetSim(
+                        folder,
+                        station=st.id,
+                        model=lg.model or "CR3000",
+                        tables=specs,
+                        start=local - HISTORY,
+                    )
+                    self.loggernet.append((st, sim))
+                elif isinstance(c, ModbusCollect):
+                    ep = self.plan.endpoints[c.connection_id]
+                    device = SimLogger.from_config(c, host=HOST, port=ep.port)
+                    self.servers.append(device)
+                elif isinstance(c, FtpPullCollect):
+                    ep = self.plan.endpoints[c.connection_id]
+                    login, password = self._secret(c.connection_id)
+                    sim = SmartFluxSim(
+                        self.home / "sim" / "smartflux" / st.id,
+                        login,
+                        password,
+                        logger_name=f"{st.id}-{lg.id}",
+                        remote_dir=c.remote_dir,
+                        utc_offset_hours=st.utc_offset_hours,
+                        host=HOST,
+                        port=ep.port,
+                    )
+                    self.servers.append(sim)
+                    self.smartflux.append((st, sim))
+                elif isinstance(c, FtpPushCollect) and lg.kind == "smartflux":
+                    sim = SmartFluxSim(
+                        self.home / "sim" / "smartflux-push" / st.id,
+                        "local",
+                        secrets.token_hex(8),
+                        logger_name=f"{st.id}-{lg.id}",
+                        utc_offset_hours=st.utc_offset_hours,
+                    )  # files only: it pushes them to our server
+                    self.pushers.append((st, sim, c))
+                if lg.health_connection_id:
+                    if device is None:
+                        ep = self.plan.endpoints[lg.health_connection_id]
+                        device = self.devices.get(lg.health_connection_id) or TcpDevice(
+                            HOST, ep.port
+                        )
+                        if device not in self.servers:
+                            self.servers.append(device)
+                    self.devices[lg.health_connection_id] = device
+                if lg.relay is not None and device is not None:
+                    r = lg.relay
+                    if r.connection_id not in relays:
+                        login, password = self._secret(r.connection_id)
+                        ep = self.plan.endpoints[r.connection_id]
+                        relays[r.connection_id] = RelaySim(
+                            login=login, password=password, host=HOST, port=ep.port
+                        )
+                    relays[r.connection_id].register(r.channel, _cycler(device))
+        self.servers += list(relays.values())
+        return self
+
+    def start(self) -> None:
+        for s in self.servers:
+            s.start()
+            log.info("started %r", s)
+
+    def stop(self) -> None:
+        for s in reversed(self.servers):
+            try:
+                s.stop()
+            except Exception:  # stop the others whatever one does
+                log.exception("stopping %r", s)
+
+    def tick(self, now: datetime) -> None:
+        """Time passes: loggers log, SmartFlux systems close half-hours, stations push."""
+        for st, sim in self.loggernet:
+            local = (now + timedelta(hours=st.utc_offset_hours)).replace(tzinfo=None)
+            sim.write_until(local - (local - datetime.min) % LOGGERNET_EVERY)
+        for _, sim in self.smartflux:
+            sim.publish_until(now)
+        for st, sim, c in self.pushers:
+            login, password = self._secret(c.connection_id)
+            for path in sim.publish_until(now):
+                try:
+                    sim.push_to(HOST, self.plan.push_port, login, password, path)
+                except OSError as exc:  # our server not up yet: pushed again next time
+                    log.warning("%s: push of %s failed: %s", st.id, path.name, exc)
+                    path.unlink(missing_ok=True)
+
+
+def _interval_ms(st: Station, logger_id: str, table: str) -> int:
+    for f in st.files:
+        if f.logger == logger_id and f.table == table and f.interval_ms:
+            return f.interval_ms
+    return 60_000
+
+
+def _cycler(device):
+    def cycle() -> None:
+        device.power_off()
+        threading.Timer(5.0, device.power_on).start()
+
+    return cycle
+
+
+def serve(inv: Inventory, home: Path, base: int | None = None) -> None:
+    """Run the network until SIGTERM/SIGINT (the ``stationflow sim up`` process)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    net = Network(inv, home, base).build(datetime.now(UTC))
+    net.start()
+    try:
+        while not stop.is_set():
+            try:
+                net.tick(datetime.now(UTC))
+            except Exception:  # a simulator fault must not end the network
+                log.exception("sim tick")
+            stop.wait(TICK_S)
+    finally:
+        net.stop()
