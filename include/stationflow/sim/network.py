@@ -137,6 +137,7 @@ class Network:
         self.smartflux: list[tuple[Station, object]] = []
         self.pushers: list[tuple[Station, object, object]] = []
         self.devices: dict[str, object] = {}  # health conn id -> device (power_cycle)
+        self.stopped = False
 
     def _secret(self, conn_id: str) -> tuple[str, str]:
         c = self._conn(conn_id)
@@ -211,7 +212,7 @@ class Network:
                         relays[r.connection_id] = RelaySim(
                             login=login, password=password, host=HOST, port=ep.port
                         )
-                    relays[r.connection_id].register(r.channel, _cycler(device))
+                    relays[r.connection_id].register(r.channel, _cycler(device, self))
         self.servers += list(relays.values())
         return self
 
@@ -221,6 +222,7 @@ class Network:
             log.info("started %r", s)
 
     def stop(self) -> None:
+        self.stopped = True
         for s in reversed(self.servers):
             try:
                 s.stop()
@@ -251,10 +253,19 @@ def _interval_ms(st: Station, logger_id: str, table: str) -> int:
     return 60_000
 
 
-def _cycler(device):
+BOOT_S = 5.0  # how long a power-cycled simulated device stays dark
+
+
+def _cycler(device, network: Network):
+    def boot() -> None:
+        if not network.stopped:
+            device.power_on()
+
     def cycle() -> None:
         device.power_off()
-        threading.Timer(5.0, device.power_on).start()
+        timer = threading.Timer(BOOT_S, boot)
+        timer.daemon = True
+        timer.start()
 
     return cycle
 
