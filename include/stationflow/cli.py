@@ -106,6 +106,11 @@ def _demo(args: argparse.Namespace) -> int:
             f"first run:   icos_assemble {info.sample_run} (the real LoggerNet sample ->"
             f" {settings.home / 'etc' / 'FR-Lam'})"
         )
+    if info.collect_run:
+        print(
+            f"collection:  icos_poll every minute, icos_collect every 10 min (first run"
+            f" {info.collect_run}) -> {settings.home / 'landing'}"
+        )
     for name, pid in (info.services or {}).items():
         print(f"{name + ':':<12} pid {pid}, log {settings.log_dir / (name + '.log')}")
     print(f"log:         {info.log}")

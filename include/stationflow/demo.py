@@ -39,6 +39,7 @@ class DemoInfo:
     log: Path
     sample_run: str | None = None  # icos_assemble run on the bundled sample, if triggered
     services: dict[str, int] | None = None  # simulated network, FTP push server: pids
+    collect_run: str | None = None  # the first icos_collect run, triggered at start
 
 
 def _state_file(settings: Settings) -> Path:
@@ -156,6 +157,26 @@ def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str
     return r.json()["dag_run_id"]
 
 
+COLLECTION_DAGS = ("icos_poll", "icos_collect")
+
+
+def start_collection(base: str, password: str) -> str:
+    """Unpause the collection DAGs (the simulated network is up) and collect once now."""
+    headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
+    for dag_id in COLLECTION_DAGS:
+        requests.patch(
+            f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=10
+        ).raise_for_status()
+    r = requests.post(
+        f"{base}/api/v2/dags/icos_collect/dagRuns",
+        json={"logical_date": None},
+        headers=headers,
+        timeout=10,
+    )
+    r.raise_for_status()
+    return r.json()["dag_run_id"]
+
+
 def expected_dag_ids(settings: Settings) -> set[str]:
     """DAG ids declared in dags/*.py, read as text so the demo needs no DagBag of its own."""
     import re
@@ -202,12 +223,16 @@ def start(settings: Settings, *, timeout: float = 300) -> DemoInfo:
     base = env["AIRFLOW__API__BASE_URL"]
     _wait_healthy(base, proc, timeout)
     password = admin_password(settings, env)
-    ids, errors, sample_run = [], [], None
+    ids, errors, sample_run, collect_run = [], [], None, None
     if password:
         ids, errors = wait_for_dags(base, password, expected_dag_ids(settings), timeout=timeout)
         if started_airflow and not errors and "icos_assemble" in ids:
             sample_run = trigger_sample_assembly(base, password, settings)
-    return DemoInfo(base, "admin", password, ids, errors, log_path, sample_run, network)
+        if started_airflow and not errors and set(COLLECTION_DAGS) <= set(ids):
+            collect_run = start_collection(base, password)
+    return DemoInfo(
+        base, "admin", password, ids, errors, log_path, sample_run, network, collect_run
+    )
 
 
 def start_network(settings: Settings) -> dict[str, int]:

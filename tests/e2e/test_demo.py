@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+
+from tests.sim_network import free_base
 
 pytestmark = pytest.mark.airflow
 
@@ -29,7 +32,11 @@ def free_port() -> int:
 def demo_env(tmp_path):
     """A user's environment: no overrides, so both databases are embedded in the home."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STATIONFLOW_"))}
-    env.update(STATIONFLOW_HOME=str(tmp_path), STATIONFLOW_AIRFLOW_PORT=str(free_port()))
+    env.update(
+        STATIONFLOW_HOME=str(tmp_path),
+        STATIONFLOW_AIRFLOW_PORT=str(free_port()),
+        STATIONFLOW_SIM_PORT_BASE=str(free_base()),  # beside a user's own demo, if any
+    )
     yield env
     subprocess.run([STATIONFLOW, "stop"], env=env, capture_output=True, timeout=120)
 
@@ -76,6 +83,25 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
     assert run_state == "success"
     assert (tmp_path / "etc" / "FR-Lam" / "FR-Lam_BM_20161202_L01_F01.dat").exists()
 
+    # collection: the simulated network is up and the first icos_collect run lands files
+    run_id = re.search(r"^collection: .*first run (\S+?)\)", first.stdout, re.M).group(1)
+    url = f"http://localhost:{port}/api/v2/dags/icos_collect/dagRuns/{run_id}"
+    deadline = time.monotonic() + 300
+    while (run_state := requests.get(url, headers=headers, timeout=10).json()["state"]) in (
+        "queued",
+        "running",
+    ) and time.monotonic() < deadline:
+        time.sleep(3)
+    assert run_state == "success"
+    landed = {p.parent.name for p in (tmp_path / "landing").rglob("*") if p.is_file()}
+    assert {"Meteo_1min", "Meteo_30s", "ghg"} <= landed, landed
+    services = {
+        ln.split(":")[0]: int(ln.split()[2].rstrip(","))
+        for ln in first.stdout.splitlines()
+        if ln.startswith(("sim:", "ftp-server:"))
+    }
+    assert set(services) == {"sim", "ftp-server"}
+
     state = json.loads((tmp_path / "run" / "demo.json").read_text())
     airflow_pid, pg_pid = state["airflow_pid"], state["postgres_pid"]
     assert not list((tmp_path / "airflow").glob("*.db"))  # no SQLite file anywhere
@@ -89,6 +115,9 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
     assert stopped.returncode == 0
     assert f"stopped airflow standalone (pid {airflow_pid})" in stopped.stdout
     assert f"stopped embedded PostgreSQL (pid {pg_pid})" in stopped.stdout
+    assert f"stopped sim (pid {services['sim']})" in stopped.stdout
+    assert f"stopped ftp-server (pid {services['ftp-server']})" in stopped.stdout
+    assert not any(psutil.pid_exists(pid) for pid in services.values())
     assert not psutil.pid_exists(airflow_pid) or psutil.Process(airflow_pid).status() == "zombie"
     assert not [c for c in children if c.is_running() and c.status() != "zombie"]
     with pytest.raises(requests.ConnectionError):

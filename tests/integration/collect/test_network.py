@@ -2,60 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import random
-import secrets
-import socket
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from stationflow.collect import tasks
-from stationflow.config import load_inventory
-from stationflow.settings import PROJECT_ROOT
-from stationflow.sim.network import Network, plan
-
-INV = load_inventory(PROJECT_ROOT / "config" / "stations.yaml")
-
-
-def free_base() -> int:
-    """A base port whose whole block (push port and peers) is free right now."""
-    for _ in range(50):
-        base = random.randrange(20000, 60000, 100)  # noqa: S311 - a port, not a secret
-        ports = [plan(INV, base).push_port] + [e.port for e in plan(INV, base).endpoints.values()]
-        try:
-            for port in set(ports):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port block")
+from tests.sim_network import INV, age, running_network
 
 
 @pytest.fixture
 def network(tmp_path, monkeypatch, state_db):
-    base = free_base()
-    for ep in plan(INV, base).endpoints.values():
-        conn = {"conn_type": ep.conn_type, "host": "127.0.0.1", "port": ep.port}
-        if ep.login:
-            conn.update(login=ep.login, password=secrets.token_urlsafe(12))
-        monkeypatch.setenv(f"AIRFLOW_CONN_{ep.conn_id.upper()}", json.dumps(conn))
-    monkeypatch.setenv("STATIONFLOW_HOME", str(tmp_path))
     monkeypatch.setenv("STATIONFLOW_DB_URL", state_db)
-    net = Network(INV, tmp_path, base).build(datetime.now(UTC))
-    net.start()
-    yield net
-    net.stop()
-
-
-def age(folder: Path, seconds: float) -> None:
-    """LoggerNet wrote these a while ago (the settle time has passed)."""
-    for p in folder.iterdir():
-        st = p.stat()
-        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+    yield from running_network(tmp_path, monkeypatch)
 
 
 def test_loggernet_modbus_and_health_of_the_demo_network(network, tmp_path, state_db):
@@ -112,3 +70,41 @@ def test_the_relay_brings_a_dead_logger_back(network, state_db):
         )
     assert out["status"] == "up" and out["reset"], out
     assert sleeps == [logger.relay.wait_seconds]
+
+
+def test_smartflux_files_pulled_and_pushed(network, tmp_path, state_db):
+    import psycopg
+
+    from stationflow.collect.ftp_push import (
+        ServerThread,
+        accounts_from_inventory,
+        build_server,
+        land_received,
+    )
+
+    server = build_server(
+        accounts_from_inventory(INV),
+        host="127.0.0.1",
+        port=network.plan.push_port,
+        spool=tmp_path / "spool",
+        on_received=land_received(lambda: psycopg.connect(state_db), tmp_path / "landing", INV),
+    )
+    thread = ServerThread(server)
+    thread.start()
+    try:
+        network.tick(datetime.now(UTC))  # half-hours of the day so far: published and pushed
+        pulled = tasks.pull_ftp("FR-Aur", "smartflux", inv=INV)
+        assert pulled["fetched"] >= 1 and not pulled["failed"], pulled
+        assert tasks.pull_ftp("FR-Aur", "smartflux", inv=INV)["fetched"] == 0
+    finally:
+        thread.stop()
+    with psycopg.connect(state_db) as conn:
+        rows = dict(
+            conn.execute(
+                "SELECT source, count(*) FROM stationflow.fragment"
+                " WHERE status = 'collected' GROUP BY source"
+            ).fetchall()
+        )
+    assert rows["ftp_pull:smartflux"] == pulled["fetched"]
+    pushed = next(n for s, n in rows.items() if s.startswith("ftp_push:FR-Lam/"))
+    assert pushed == len(list((tmp_path / "sim" / "smartflux-push" / "FR-Lam").rglob("*.ghg")))
