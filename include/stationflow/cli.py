@@ -165,8 +165,23 @@ def _ftp_server(args: argparse.Namespace) -> int:
     settings = load_settings()
     inv = load_inventory()
     port = args.port or plan(inv).push_port
+    passive = None
+    if args.passive_ports:
+        lo, _, hi = args.passive_ports.partition("-")
+        passive = range(int(lo), int(hi or lo) + 1)
     print(f"FTP push server on {args.host}:{port}, landing in {settings.landing_dir}", flush=True)
-    run_push_server(inv, args.host, port, settings.spool_dir, settings.landing_dir)
+    run_push_server(
+        inv, args.host, port, settings.spool_dir, settings.landing_dir, passive_ports=passive
+    )
+    return 0
+
+
+def _pools(args: argparse.Namespace) -> int:
+    from stationflow.config import load_inventory
+    from stationflow.pools import ensure_pools
+
+    made = ensure_pools(load_inventory())
+    print("\n".join(f"created pool {m}" for m in made) or "every pool the inventory needs exists")
     return 0
 
 
@@ -357,7 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ftp.add_argument("--host", default="127.0.0.1", help="address to listen on")
     ftp.add_argument("--port", type=int, help="default: the demo network's push port")
+    ftp.add_argument("--passive-ports", help="passive data ports, e.g. 30000-30009 (behind NAT)")
     ftp.set_defaults(func=_ftp_server)
+
+    sub.add_parser(
+        "pools",
+        help="create the Airflow pools the inventory needs (station links, serial ports)",
+    ).set_defaults(func=_pools)
 
     af = sub.add_parser(
         "airflow",
