@@ -5,6 +5,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stationflow.collect.loggernet import SourceUnavailable, header_table, scan
@@ -164,3 +165,18 @@ def test_a_missing_folder_is_an_error_in_the_audit_log(conn, tmp_path):
         scan(conn, st, st.loggers[0], home=Path("/"), landing=tmp_path / "l", now=later())
     (level,) = conn.execute("SELECT level FROM stationflow.audit_log").fetchone()
     assert level == "ERROR"
+
+
+def test_the_simulator_writes_20_hz_eddy_covariance_tables(tmp_path):
+    sim = LoggerNetSim(
+        tmp_path,
+        station="FR-Lam",
+        tables=[TableSpec("Flux_20Hz", 50, (("Ux", "m/s"), ("Uy", "m/s"), ("CO2", "mg/m^3")))],
+        start=T0,
+        faults=Faults(skip_every=0, fragment_every=0, program_change_at=0, hole_every=0),
+    )
+    sim.write_until(T0 + timedelta(minutes=1))
+    t = read_toa5(sim.current_file("Flux_20Hz"))
+    assert len(t) == 1200 and not t.issues
+    assert set(np.diff(t.ts)) == {50_000_000}  # 20 Hz, fractions written and read exactly
+    assert t.data[t.starts[1] : t.starts[1] + 26] == b'"2026-11-20 00:00:00.1",1,'
