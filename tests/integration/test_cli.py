@@ -91,7 +91,8 @@ def test_config_check(tmp_path):
     )
     refused = run("config", "check", str(bad))
     assert refused.returncode == 2
-    assert f"{bad}:64: stations[1].utc_offset_hours: Input should be a valid number" in (
+    line = bad.read_text().split("utc_offset_hours: CET")[0].count("\n") + 1
+    assert f"{bad}:{line}: stations[1].utc_offset_hours: Input should be a valid number" in (
         refused.stderr
     )
 
