@@ -47,6 +47,18 @@ def sf(env, *args, timeout=420):
     )
 
 
+def final_state(port: str, headers: dict, dag_id: str, run_id: str, timeout: float = 300) -> str:
+    """The run's state once it left queued/running (or when the time is up)."""
+    url = f"http://localhost:{port}/api/v2/dags/{dag_id}/dagRuns/{run_id}"
+    deadline = time.monotonic() + timeout
+    while (state := requests.get(url, headers=headers, timeout=10).json()["state"]) in (
+        "queued",
+        "running",
+    ) and time.monotonic() < deadline:
+        time.sleep(3)
+    return state
+
+
 def test_demo_up_again_and_stop(demo_env, tmp_path):
     port = demo_env["STATIONFLOW_AIRFLOW_PORT"]
     first = sf(demo_env, "demo")
@@ -73,26 +85,12 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
     # the first run the demo triggers: the real LoggerNet sample through the scheduler
     run_id = next(ln.split()[3] for ln in first.stdout.splitlines() if ln.startswith("first run"))
     headers = {"Authorization": f"Bearer {token}"}
-    url = f"http://localhost:{port}/api/v2/dags/icos_assemble/dagRuns/{run_id}"
-    deadline = time.monotonic() + 240
-    while (run_state := requests.get(url, headers=headers, timeout=10).json()["state"]) in (
-        "queued",
-        "running",
-    ) and time.monotonic() < deadline:
-        time.sleep(3)
-    assert run_state == "success"
+    assert final_state(port, headers, "icos_assemble", run_id) == "success"
     assert (tmp_path / "etc" / "FR-Lam" / "FR-Lam_BM_20161202_L01_F01.dat").exists()
 
     # collection: the simulated network is up and the first icos_collect run lands files
     run_id = re.search(r"^collection: .*first run (\S+?)\)", first.stdout, re.M).group(1)
-    url = f"http://localhost:{port}/api/v2/dags/icos_collect/dagRuns/{run_id}"
-    deadline = time.monotonic() + 300
-    while (run_state := requests.get(url, headers=headers, timeout=10).json()["state"]) in (
-        "queued",
-        "running",
-    ) and time.monotonic() < deadline:
-        time.sleep(3)
-    assert run_state == "success"
+    assert final_state(port, headers, "icos_collect", run_id) == "success"
     landed = {p.parent.name for p in (tmp_path / "landing").rglob("*") if p.is_file()}
     assert {"Meteo_1min", "Meteo_30s", "ghg"} <= landed, landed
     services = {
