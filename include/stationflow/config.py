@@ -184,7 +184,11 @@ class EtcFile(_Model):
 
 
 class EtcUpload(_Model):
+    """Where and when the station's files go to the ICOS ETC (REFERENCE section 1)."""
+
     connection_id: ConnId  # ICOS ETC endpoint; login = station id, password in the Connection
+    daily_at: str = Field("00:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local standard time
+    deadline_hours: float = Field(6, gt=0, le=72)  # after a period ends: accepted by then
 
 
 class Station(_Model):
@@ -255,8 +259,17 @@ class SensorNetwork(_Model):
 # ----------------------------------------------------------------------- inventory
 
 
+class Alerts(_Model):
+    """Who hears about a failed upload or a file missing at its deadline."""
+
+    email: list[str] = Field(default_factory=list)  # recipients; empty: no mail
+    smtp_connection_id: ConnId = "smtp_default"
+    webhook_connection_id: ConnId | None = None  # a generic JSON webhook (chat, pager)
+
+
 class Defaults(_Model):
     missing_value: float = -9999
+    alerts: Alerts = Alerts()
 
 
 class Inventory(_Model):
