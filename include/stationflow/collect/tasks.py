@@ -104,3 +104,19 @@ def check_health(
         return check_device(
             conn, station, logger, now=datetime.now(UTC), ids=RunIds.from_context(context)
         )
+
+
+def collect_station(
+    station_id: str, context: Mapping[str, Any] | None = None, inv: Inventory | None = None
+) -> dict:
+    """Every LoggerNet folder and FTP server of one station, once (the daily DAG's last pass)."""
+    from stationflow.config import FtpPullCollect, LoggerNetCollect
+
+    inv = inv or load_inventory()
+    out = {}
+    for lg in inv.station(station_id).loggers:
+        if isinstance(lg.collect, LoggerNetCollect):
+            out[lg.id] = scan_loggernet(station_id, lg.id, context, inv)
+        elif isinstance(lg.collect, FtpPullCollect):
+            out[lg.id] = pull_ftp(station_id, lg.id, context, inv)
+    return out

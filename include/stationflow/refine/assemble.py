@@ -16,7 +16,7 @@ import shutil
 import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +52,8 @@ class Request:
     extension: str | None = None
     quarantine_dir: Path | None = None
     new_columns: Literal["report", "next-file"] = "report"
+    quarantine_copies: bool = False  # landed fragments are immutable: copy them aside
+    half_hour: int | None = None  # EC/PHEN: only this half-hour of the day (0..47)
 
 
 @dataclass
@@ -99,13 +101,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def quarantine(path: Path, reason: str, qdir: Path) -> Path:
-    """Move ``path`` aside into ``qdir`` with a note of why; bytes are never lost."""
+def quarantine(path: Path, reason: str, qdir: Path, *, copy: bool = False) -> Path:
+    """Move (or copy) ``path`` aside into ``qdir`` with a note of why; bytes are never lost."""
     qdir.mkdir(parents=True, exist_ok=True)
     target = qdir / path.name
     if target.exists():
         target = qdir / f"{path.name}.{_sha256(path)[:12]}"
-    shutil.move(str(path), target)
+    if copy:
+        shutil.copyfile(path, target)
+    else:
+        shutil.move(str(path), target)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     target.with_name(target.name + ".reason.txt").write_text(
         f"{stamp} quarantined from {path}\n{reason}\n", encoding="utf-8"
@@ -157,7 +162,9 @@ def read_fragments(paths: list[Path], req: Request) -> list[Fragment]:
         if frag.table is None:
             where = f"line {frag.reason_line}: " if frag.reason_line else ""
             qdir = req.quarantine_dir or req.output_dir / "quarantine"
-            frag.quarantined_to = quarantine(frag.path, where + frag.reason, qdir)
+            frag.quarantined_to = quarantine(
+                frag.path, where + frag.reason, qdir, copy=req.quarantine_copies
+            )
     return frags
 
 
@@ -175,6 +182,7 @@ def _periods(req: Request) -> list[tuple[int, int, datetime]]:
                 base + timedelta(minutes=30 * (k + 1)),
             )
             for k in range(48)
+            if req.half_hour is None or k == req.half_hour
         ]
     return [(start, start + DAY_NS, datetime(d.year, d.month, d.day))]
 
@@ -320,13 +328,14 @@ def _assemble_group(
     outputs = []
     own = {str(f.path) for f in group}
     periods = _periods(req)
-    if len(periods) > 1:  # half-hours: rows outside the DAY are the news, once per fragment
-        day = Grid.for_period(periods[0][0], periods[-1][1], interval.ns, header.stamping)
+    if req.file_type in HALF_HOURLY:  # half-hours: rows outside the DAY are the news
+        first = _periods(replace(req, half_hour=None))
+        day = Grid.for_period(first[0][0], first[-1][1], interval.ns, header.stamping)
         issues += [i for i in plan(tables, day).issues if "outside the period" in i.message]
     empty = []
     for start, end, when in periods:
         grid = Grid.for_period(start, end, interval.ns, header.stamping)
-        p = plan(tables, grid, report_outside=len(periods) == 1)
+        p = plan(tables, grid, report_outside=req.file_type not in HALF_HOURLY)
         if not p.present:
             empty.append(when)  # nothing of this period in these fragments: no file to make
             continue
@@ -371,7 +380,7 @@ def _assemble_group(
         outputs.append(
             Output(str(name), req.output_dir / str(name), file_number, start, end, report, group)
         )
-    if len(periods) > 1 and empty and outputs:
+    if req.file_type in HALF_HOURLY and req.half_hour is None and empty and outputs:
         issues.append(
             Issue(
                 "warning",
