@@ -35,7 +35,9 @@ log = logging.getLogger("stationflow.sim")
 HOST = "127.0.0.1"
 TICK_S = 10.0
 LOGGERNET_EVERY = timedelta(minutes=5)  # LoggerNet's collection schedule: rows come in batches
-HISTORY = timedelta(hours=2)  # a fresh demo starts with this much data already logged
+# A fresh demo starts with yesterday (local) and today so far already logged, so the daily
+# chain has a whole day to assemble and upload at once.
+DEMO_FAULTS_PROGRAM_CHANGE = 5000  # rows: a program change (new column set) days from now
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ class Network:
 
     def build(self, now: datetime) -> Network:
         from stationflow.sim.device import TcpDevice
-        from stationflow.sim.loggernet import LoggerNetSim, TableSpec
+        from stationflow.sim.loggernet import Faults, LoggerNetSim, TableSpec
         from stationflow.sim.modbus_logger import SimLogger
         from stationflow.sim.relay import RelaySim
         from stationflow.sim.smartflux import SmartFluxSim
@@ -164,13 +166,15 @@ class Network:
                         station=st.id,
                         model=lg.model or "CR3000",
                         tables=specs,
-                        start=local - HISTORY,
+                        start=_history_start(local),
+                        faults=Faults(program_change_at=DEMO_FAULTS_PROGRAM_CHANGE),
                     )
                     self.loggernet.append((st, sim))
                 elif isinstance(c, ModbusCollect):
                     ep = self.plan.endpoints[c.connection_id]
                     device = SimLogger.from_config(c, host=HOST, port=ep.port)
                     self.servers.append(device)
+                    self._poll_history(st, lg, local, now)
                 elif isinstance(c, FtpPullCollect):
                     ep = self.plan.endpoints[c.connection_id]
                     login, password = self._secret(c.connection_id)
@@ -216,6 +220,55 @@ class Network:
         self.servers += list(relays.values())
         return self
 
+    def _ghg_history(self, st: Station, sim, now: datetime) -> list[Path]:
+        """Yesterday's half-hours (SmartFlux clock), written once."""
+        from stationflow.sim.smartflux import ghg_name
+
+        local = (now + timedelta(hours=st.utc_offset_hours)).replace(tzinfo=None)
+        start = _history_start(local) + timedelta(minutes=10)  # yesterday 00:00 local
+        written = []
+        for k in range(48):
+            t = (start + timedelta(minutes=30 * k) - timedelta(hours=st.utc_offset_hours)).replace(
+                tzinfo=UTC
+            )
+            if not (sim.folder / ghg_name(t, sim.logger_name, st.utc_offset_hours)).exists():
+                written.append(sim.publish(t))
+        return written
+
+    def _poll_history(self, st: Station, lg, local: datetime, now: datetime) -> None:
+        """Polls as if icos_poll had run since yesterday: the spool day files, written once
+        whole (the format append_row writes, RECORD from 0 in each file)."""
+        import numpy as np
+
+        from stationflow.collect.modbus import format_value, spool_path, toa5_header
+        from stationflow.formats.timestamps import format_toa5
+        from stationflow.sim.modbus_logger import signal
+
+        c = lg.collect
+        spool, step = self.home / "spool", timedelta(milliseconds=c.poll_interval_ms)
+        current = local - (local - datetime.min) % step  # icos_poll writes that slot itself
+        slots = []
+        slot = _history_start(local) + step
+        while slot < current:
+            slots.append(slot)
+            slot += step
+        epoch = datetime(1970, 1, 1)
+        ns = np.array([(t - epoch) // timedelta(microseconds=1) * 1000 for t in slots], np.int64)
+        files: dict[Path, list[bytes]] = {}
+        for tick, (t, stamp) in enumerate(zip(slots, format_toa5(ns), strict=True)):
+            utc_s = (t - timedelta(hours=st.utc_offset_hours) - epoch).total_seconds()
+            path = spool_path(spool, st.id, lg.id, c.table, int(ns[tick]))
+            rows = files.setdefault(path, [])
+            values = [format_value(signal(r, utc_s, tick)) for r in c.registers]
+            rows.append(b",".join([stamp, str(len(rows)).encode(), *values]) + b"\r\n")
+        header = toa5_header(st.id, lg.model, c.table, c.registers)
+        for path, rows in files.items():
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(header + b"".join(rows))
+                os.replace(tmp, path)
+
     def start(self) -> None:
         for s in self.servers:
             s.start()
@@ -234,16 +287,23 @@ class Network:
         for st, sim in self.loggernet:
             local = (now + timedelta(hours=st.utc_offset_hours)).replace(tzinfo=None)
             sim.write_until(local - (local - datetime.min) % LOGGERNET_EVERY)
-        for _, sim in self.smartflux:
+        for st, sim in self.smartflux:
+            self._ghg_history(st, sim, now)
             sim.publish_until(now)
         for st, sim, c in self.pushers:
             login, password = self._secret(c.connection_id)
-            for path in sim.publish_until(now):
+            for path in self._ghg_history(st, sim, now) + sim.publish_until(now):
                 try:
                     sim.push_to(HOST, self.plan.push_port, login, password, path)
                 except OSError as exc:  # our server not up yet: pushed again next time
                     log.warning("%s: push of %s failed: %s", st.id, path.name, exc)
                     path.unlink(missing_ok=True)
+
+
+def _history_start(local_now: datetime) -> datetime:
+    """Ten minutes before yesterday's local midnight: yesterday is a whole ETC day."""
+    today = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=1, minutes=10)
 
 
 def _interval_ms(st: Station, logger_id: str, table: str) -> int:

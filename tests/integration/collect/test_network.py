@@ -40,9 +40,16 @@ def test_loggernet_modbus_and_health_of_the_demo_network(network, tmp_path, stat
                 assert health["status"] == "up", health
     with psycopg.connect(state_db) as conn:
         sources = {r[0] for r in conn.execute("SELECT source FROM stationflow.fragment")}
-        assert sources == {"loggernet:cr3000_meteo/Meteo_1min", "loggernet:cr1000_meteo/Meteo_30s"}
-        spooled = list((tmp_path / "spool" / "modbus").rglob("*.dat"))
-        assert len(spooled) == 2  # FR-Lam soil (RTU via serial server), FR-Aur profile (TCP)
+    assert sources == {
+        "loggernet:cr3000_meteo/Meteo_1min",
+        "loggernet:cr1000_meteo/Meteo_30s",
+        # yesterday's polls (the demo starts with them) landed by the first poll of today
+        "modbus:cr1000x_soil/Soil_1min",
+        "modbus:cr1000x_profile/Profile_1min",
+    }
+    spooled = sorted(p.parent.name for p in (tmp_path / "spool" / "modbus").rglob("*.dat"))
+    # from 23:50 the day before yesterday: that day's last minutes, yesterday, today
+    assert spooled == ["cr1000x_profile"] * 3 + ["cr1000x_soil"] * 3
 
 
 def test_the_relay_brings_a_dead_logger_back(network, state_db):
