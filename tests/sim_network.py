@@ -37,7 +37,12 @@ def running_network(home: Path, monkeypatch, inv: Inventory = INV) -> Iterator[N
     """Connections as AIRFLOW_CONN_* variables, STATIONFLOW_HOME = ``home``, peers started."""
     base = free_base(inv)
     for ep in plan(inv, base).endpoints.values():
-        conn = {"conn_type": ep.conn_type, "host": "127.0.0.1", "port": ep.port}
+        conn = {
+            "conn_type": ep.conn_type,
+            "host": "127.0.0.1",
+            "port": ep.port,
+            "schema": ep.schema,
+        }
         if ep.login:
             conn.update(login=ep.login, password=secrets.token_urlsafe(12))
         monkeypatch.setenv(f"AIRFLOW_CONN_{ep.conn_id.upper()}", json.dumps(conn))

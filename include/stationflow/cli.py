@@ -375,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     ftp.add_argument("--passive-ports", help="passive data ports, e.g. 30000-30009 (behind NAT)")
     ftp.set_defaults(func=_ftp_server)
 
+    from stationflow.publish.upload_cli import add_upload_parser
+
+    add_upload_parser(sub)
+
     sub.add_parser(
         "pools",
         help="create the Airflow pools the inventory needs (station links, serial ports)",

@@ -12,17 +12,22 @@ def test_every_connection_the_inventory_names_is_planned_once_on_its_own_port():
     p = plan(INV, base=20000)
     named = set()
     for st in INV.stations:
+        named.add(st.upload.connection_id)
         for lg in st.loggers:
             named.add(getattr(lg.collect, "connection_id", None))
             named.add(lg.health_connection_id)
             named.add(lg.relay.connection_id if lg.relay else None)
     named.discard(None)
     assert set(p.endpoints) == named
-    ports = [e.port for e in p.endpoints.values() if e.role != "ftp push"]
+    ports = [e.port for e in p.endpoints.values() if e.port not in (p.push_port, p.portal_port)]
     modbus_health = {"fr_lam_serial_server", "fr_aur_profile"}  # reached on the Modbus port
     assert len(set(ports)) == len(ports) - len(modbus_health)
     assert all(20000 < port < 21000 for port in ports)
     assert p.endpoints["ftp_push_fr_lam"].port == p.push_port
+    # one portal, one account per station: login = station id (the ETC rule)
+    for st in INV.stations:
+        ep = p.endpoints[st.upload.connection_id]
+        assert (ep.port, ep.login, ep.schema) == (p.portal_port, st.id, "http")
     # a password is only ever generated for endpoints with an account, never planned here
     assert all(not hasattr(e, "password") for e in p.endpoints.values())
 

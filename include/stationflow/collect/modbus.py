@@ -564,8 +564,30 @@ def poll_logger(
         )
     conn.commit()
 
+    summary["landed"] += land_closed_days(
+        conn, station, logger, now=now, spool=spool, landing=landing, ids=ids
+    )
+
+    if failure is not None and raise_on_failure:
+        raise failure
+    return summary
+
+
+def land_closed_days(
+    conn: psycopg.Connection,
+    station: Station,
+    logger: Logger,
+    *,
+    now: datetime,
+    spool: Path,
+    landing: Path,
+    ids: RunIds | None = None,
+) -> list[str]:
+    """Land every spool day file of the logger's table whose local day is over, once."""
+    cfg = logger.collect
     today = _local_date(slot_ns(now, 1, station.utc_offset_hours))
     source = f"modbus:{logger.id}/{cfg.table}"
+    landed_paths = []
     for path in closed_files(spool, station.id, logger.id, cfg.table, today):
         if _landed_before(conn, station.id, source, path):
             continue
@@ -581,11 +603,8 @@ def poll_logger(
             ids=ids,
         )
         conn.commit()
-        summary["landed"].append(str(landed.path))
-
-    if failure is not None and raise_on_failure:
-        raise failure
-    return summary
+        landed_paths.append(str(landed.path))
+    return landed_paths
 
 
 def _landed_before(conn: psycopg.Connection, station: str, source: str, path: Path) -> bool:

@@ -109,14 +109,29 @@ def check_health(
 def collect_station(
     station_id: str, context: Mapping[str, Any] | None = None, inv: Inventory | None = None
 ) -> dict:
-    """Every LoggerNet folder and FTP server of one station, once (the daily DAG's last pass)."""
-    from stationflow.config import FtpPullCollect, LoggerNetCollect
+    """The daily DAG's last pass over one station: LoggerNet folders, FTP servers, and the
+    Modbus spool days that are over (polling itself stays with icos_poll)."""
+    from stationflow.collect.modbus import land_closed_days
+    from stationflow.config import FtpPullCollect, LoggerNetCollect, ModbusCollect
 
     inv = inv or load_inventory()
-    out = {}
-    for lg in inv.station(station_id).loggers:
+    station = inv.station(station_id)
+    settings = load_settings()
+    out: dict[str, Any] = {}
+    for lg in station.loggers:
         if isinstance(lg.collect, LoggerNetCollect):
             out[lg.id] = scan_loggernet(station_id, lg.id, context, inv)
         elif isinstance(lg.collect, FtpPullCollect):
             out[lg.id] = pull_ftp(station_id, lg.id, context, inv)
+        elif isinstance(lg.collect, ModbusCollect):
+            with connect() as conn:
+                out[lg.id] = land_closed_days(
+                    conn,
+                    station,
+                    lg,
+                    now=datetime.now(UTC),
+                    spool=settings.spool_dir,
+                    landing=settings.landing_dir,
+                    ids=RunIds.from_context(context),
+                )
     return out

@@ -56,6 +56,7 @@ class Plan:
 
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     push_port: int = 0
+    portal_port: int = 0  # the ICOS ETC upload endpoint, one for every station
 
     def add(self, ep: Endpoint) -> None:
         self.endpoints.setdefault(ep.conn_id, ep)
@@ -67,9 +68,19 @@ def port_base() -> int:
 
 def plan(inv: Inventory, base: int | None = None) -> Plan:
     base = port_base() if base is None else base
-    p = Plan(push_port=base + 21)
+    p = Plan(push_port=base + 21, portal_port=base + 20)
     nxt = iter(range(base + 22, base + 1000))
     for st in inv.stations:
+        p.add(
+            Endpoint(
+                st.upload.connection_id,
+                "http",
+                p.portal_port,
+                login=st.id,
+                schema="http",
+                role=f"ICOS ETC upload {st.id}",
+            )
+        )
         for lg in st.loggers:
             c = lg.collect
             if isinstance(c, ModbusCollect):
@@ -118,6 +129,7 @@ def ensure_connections(inv: Inventory, base: int | None = None) -> list[str]:
                     host=HOST,
                     port=ep.port,
                     login=ep.login,
+                    schema=ep.schema,
                     password=secrets.token_urlsafe(18) if ep.login else None,
                     description=f"demo network: {ep.role}",
                 )
@@ -218,6 +230,11 @@ class Network:
                         )
                     relays[r.connection_id].register(r.channel, _cycler(device, self))
         self.servers += list(relays.values())
+        from stationflow.sim.icos_etc import IcosEtcSim
+
+        accounts = {st.id: self._secret(st.upload.connection_id)[1] for st in self.inv.stations}
+        self.portal = IcosEtcSim(accounts, host=HOST, port=self.plan.portal_port)
+        self.servers.append(self.portal)
         return self
 
     def _ghg_history(self, st: Station, sim, now: datetime) -> list[Path]:
