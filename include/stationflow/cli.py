@@ -106,11 +106,15 @@ def _demo(args: argparse.Namespace) -> int:
             f"first run:   icos_assemble {info.sample_run} (the real LoggerNet sample ->"
             f" {settings.home / 'etc' / 'FR-Lam'})"
         )
-    if info.collect_run:
+    runs = info.runs or {}
+    if "icos_collect" in runs:
         print(
             f"collection:  icos_poll every minute, icos_collect every 10 min (first run"
-            f" {info.collect_run}) -> {settings.home / 'landing'}"
+            f" {runs['icos_collect']}) -> {settings.home / 'landing'}"
         )
+    for dag_id, run_id in runs.items():
+        if dag_id.startswith("icos_daily_"):
+            print(f"yesterday:   {dag_id} {run_id} (collect, assemble, upload, verify)")
     for name, pid in (info.services or {}).items():
         print(f"{name + ':':<12} pid {pid}, log {settings.log_dir / (name + '.log')}")
     print(f"log:         {info.log}")

@@ -39,7 +39,7 @@ class DemoInfo:
     log: Path
     sample_run: str | None = None  # icos_assemble run on the bundled sample, if triggered
     services: dict[str, int] | None = None  # simulated network, FTP push server: pids
-    collect_run: str | None = None  # the first icos_collect run, triggered at start
+    runs: dict[str, str] | None = None  # first runs of the chain DAGs: dag id -> run id
 
 
 def _state_file(settings: Settings) -> Path:
@@ -160,21 +160,41 @@ def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str
 COLLECTION_DAGS = ("icos_poll", "icos_collect")
 
 
-def start_collection(base: str, password: str) -> str:
-    """Unpause the collection DAGs (the simulated network is up) and collect once now."""
-    headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
-    for dag_id in COLLECTION_DAGS:
-        requests.patch(
-            f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=10
-        ).raise_for_status()
+def _trigger(base: str, headers: dict, dag_id: str, logical_date: str | None = None) -> str:
     r = requests.post(
-        f"{base}/api/v2/dags/icos_collect/dagRuns",
-        json={"logical_date": None},
+        f"{base}/api/v2/dags/{dag_id}/dagRuns",
+        json={"logical_date": logical_date},
         headers=headers,
         timeout=10,
     )
     r.raise_for_status()
     return r.json()["dag_run_id"]
+
+
+def start_chains(base: str, password: str, settings: Settings) -> dict[str, str]:
+    """Unpause the file chain's DAGs (the simulated network is up), collect once now and
+    run yesterday's daily chain of every station: dag id -> run id."""
+    from datetime import UTC, datetime, timedelta
+
+    from stationflow.config import load_inventory
+
+    inv = load_inventory(settings.config_path)
+    headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
+    chain = [*COLLECTION_DAGS, "icos_reconcile"]
+    for st in inv.stations:
+        chain += [f"icos_daily_{st.id}", f"icos_halfhourly_{st.id}"]
+    for dag_id in chain:
+        requests.patch(
+            f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=10
+        ).raise_for_status()
+    runs = {"icos_collect": _trigger(base, headers, "icos_collect")}
+    for st in inv.stations:  # a run after local midnight: its interval is yesterday's
+        local = datetime.now(UTC) + timedelta(hours=st.utc_offset_hours)
+        at = local.replace(hour=0, minute=30, second=0, microsecond=0)
+        at -= timedelta(hours=st.utc_offset_hours)
+        dag_id = f"icos_daily_{st.id}"
+        runs[dag_id] = _trigger(base, headers, dag_id, at.isoformat())
+    return runs
 
 
 def expected_dag_ids(settings: Settings) -> set[str]:
@@ -223,16 +243,14 @@ def start(settings: Settings, *, timeout: float = 300) -> DemoInfo:
     base = env["AIRFLOW__API__BASE_URL"]
     _wait_healthy(base, proc, timeout)
     password = admin_password(settings, env)
-    ids, errors, sample_run, collect_run = [], [], None, None
+    ids, errors, sample_run, runs = [], [], None, {}
     if password:
         ids, errors = wait_for_dags(base, password, expected_dag_ids(settings), timeout=timeout)
         if started_airflow and not errors and "icos_assemble" in ids:
             sample_run = trigger_sample_assembly(base, password, settings)
         if started_airflow and not errors and set(COLLECTION_DAGS) <= set(ids):
-            collect_run = start_collection(base, password)
-    return DemoInfo(
-        base, "admin", password, ids, errors, log_path, sample_run, network, collect_run
-    )
+            runs = start_chains(base, password, settings)
+    return DemoInfo(base, "admin", password, ids, errors, log_path, sample_run, network, runs)
 
 
 def start_network(settings: Settings) -> dict[str, int]:

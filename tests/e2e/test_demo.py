@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 import requests
 
@@ -93,6 +94,20 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
     assert final_state(port, headers, "icos_collect", run_id) == "success"
     landed = {p.parent.name for p in (tmp_path / "landing").rglob("*") if p.is_file()}
     assert {"Meteo_1min", "Meteo_30s", "ghg"} <= landed, landed
+
+    # yesterday's daily chain of both stations: every daily file accepted by the portal
+    daily = dict(re.findall(r"^yesterday:\s+(\S+) (\S+)", first.stdout, re.M))
+    assert set(daily) == {"icos_daily_FR-Lam", "icos_daily_FR-Aur"}
+    for dag_id, daily_run in daily.items():
+        assert final_state(port, headers, dag_id, daily_run, timeout=420) == "success", dag_id
+    url = sf(demo_env, "db", "url").stdout.strip()
+    with psycopg.connect(url) as c:
+        accepted = c.execute(
+            "SELECT o.station, o.file_type FROM stationflow.output_file o JOIN"
+            " stationflow.upload u ON u.output_file_id = o.id WHERE u.outcome = 'accepted'"
+            " AND u.receipt IS NOT NULL"
+        ).fetchall()
+    assert {("FR-Lam", "BM"), ("FR-Lam", "ST"), ("FR-Aur", "BM"), ("FR-Aur", "ST")} <= set(accepted)
     services = {
         ln.split(":")[0]: int(ln.split()[2].rstrip(","))
         for ln in first.stdout.splitlines()
