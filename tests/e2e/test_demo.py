@@ -108,6 +108,36 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
             " AND u.receipt IS NOT NULL"
         ).fetchall()
     assert {("FR-Lam", "BM"), ("FR-Lam", "ST"), ("FR-Aur", "BM"), ("FR-Aur", "ST")} <= set(accepted)
+
+    # replay yesterday with a real backfill: identical files, nothing uploaded twice
+    def upload_rows() -> tuple[int, int]:
+        """(upload attempts, upload audit rows): a replay audits its skips, sends nothing."""
+        with psycopg.connect(url) as c:
+            return c.execute(
+                "SELECT (SELECT count(*) FROM stationflow.upload), (SELECT count(*) FROM"
+                " stationflow.audit_log WHERE step = 'publish.upload' AND station = 'FR-Lam')"
+            ).fetchone()
+
+    before = upload_rows()
+    api = f"http://localhost:{port}/api/v2/dags/icos_daily_FR-Lam/dagRuns"
+    day_run = requests.get(f"{api}/{daily['icos_daily_FR-Lam']}", headers=headers, timeout=10)
+    start = day_run.json()["data_interval_start"]
+    backfill = sf(
+        demo_env,
+        *("airflow", "backfill", "create", "--dag-id", "icos_daily_FR-Lam"),
+        *("--from-date", start, "--to-date", start, "--reprocess-behavior", "completed"),
+    )
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        runs = requests.get(api, headers=headers, timeout=10).json()["dag_runs"]
+        replay = [r for r in runs if r["run_type"] == "backfill"]
+        if replay and replay[0]["state"] not in ("queued", "running"):
+            break
+        time.sleep(3)
+    assert [r["state"] for r in replay] == ["success"], runs
+    after = upload_rows()
+    assert after[0] == before[0] and after[1] > before[1], (before, after)
     services = {
         ln.split(":")[0]: int(ln.split()[2].rstrip(","))
         for ln in first.stdout.splitlines()
