@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from stationflow.refine.daily import etc_day
+from stationflow.refine.daily import etc_day, half_hour_before
 from tests.sim_network import INV, age, running_network
 
 pytestmark = pytest.mark.airflow
@@ -111,3 +111,27 @@ def test_a_refused_upload_fails_the_task_and_alerts(airflow_db, dagbag, network,
         ).fetchone()
     assert any("upload_BM_L01_F01" in m for (m,) in alerts)
     assert rejected[0] == 403 and "must be uploaded by" in rejected[1]
+
+
+def test_an_ec_half_hour_is_pulled_assembled_zipped_and_uploaded(
+    airflow_db, dagbag, network, tmp_path
+):
+    aur = INV.station("FR-Aur")
+    network.tick(datetime.now(UTC))  # yesterday's SmartFlux half-hours are on its FTP server
+    local_now = datetime.now(UTC) + timedelta(hours=aur.utc_offset_hours)
+    yesterday = local_now.date() - timedelta(days=1)
+    at = datetime(yesterday.year, yesterday.month, yesterday.day, 10, 35, tzinfo=UTC)
+    run = dagbag.get_dag("icos_halfhourly_FR-Aur").test(logical_date=at)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert set(states) == {
+        "collect",
+        "assemble_EC_L02_F01",
+        "upload_EC_L02_F01",
+        "verify_EC_L02_F01",
+    }
+    day, k = half_hour_before(run.data_interval_start, aur)  # the half-hour before the run's
+    end = datetime(day.year, day.month, day.day) + timedelta(minutes=30 * (k + 1))
+    name = f"FR-Aur_EC_{end:%Y%m%d%H%M}_L02_F01.zip"
+    assert name in network.portal.staging("FR-Aur"), network.portal.staging("FR-Aur")
+    assert len(network.portal.puts()) == 1  # that half-hour only
