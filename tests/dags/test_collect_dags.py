@@ -58,21 +58,34 @@ def test_icos_collect_lands_loggernet_and_smartflux_files_and_checks_health(
     assert Path(tmp_path / "landing" / "FR-Aur" / "smartflux" / "ghg").is_dir()
 
 
+def spool_rows(tmp_path) -> dict[str, int]:
+    return {
+        p.name: p.read_bytes().count(b"\r\n")
+        for p in (tmp_path / "spool" / "modbus").rglob("*.dat")
+    }
+
+
 def test_icos_poll_appends_a_row_per_modbus_logger(airflow_db, dagbag, network, tmp_path):
+    before = spool_rows(tmp_path)  # the demo network starts with polls since yesterday
     run = dagbag.get_dag("icos_poll").test()
     assert run.state == "success"
-    tables = sorted(p.name.split("_20")[0] for p in (tmp_path / "spool" / "modbus").rglob("*.dat"))
-    assert tables == ["Profile_1min", "Soil_1min"]
+    after = spool_rows(tmp_path)
+    grown = sorted(n.split("_20")[0] for n in after if after[n] != before.get(n, 0))
+    assert grown == ["Profile_1min", "Soil_1min"]
+    assert all(after[n] - before.get(n, 4) == 1 for n in after if after[n] != before.get(n, 0))
 
 
 def test_a_silent_logger_fails_its_poll_and_leaves_a_hole(airflow_db, dagbag, network, tmp_path):
+    before = spool_rows(tmp_path)
     soil = network.devices["fr_lam_serial_server"]
     soil.power_off()
     run = dagbag.get_dag("icos_poll").test()
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["poll_FR-Aur_cr1000x_profile"] == "success"
     assert states["poll_FR-Lam_cr1000x_soil"] in ("failed", "up_for_retry")
-    assert not list((tmp_path / "spool" / "modbus" / "FR-Lam").rglob("*.dat"))
+    assert {n: r for n, r in spool_rows(tmp_path).items() if n.startswith("Soil")} == {
+        n: r for n, r in before.items() if n.startswith("Soil")
+    }  # the hole: no row for the silent logger
     with psycopg.connect(os.environ["STATIONFLOW_DB_URL"]) as c:
         (n,) = c.execute(
             "SELECT count(*) FROM stationflow.audit_log WHERE step = 'collect.modbus'"
