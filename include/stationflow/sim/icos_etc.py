@@ -53,6 +53,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from stationflow.sim.http_server import LoopbackHttpServer
+
 # ------------------------------------------------------------------ the portal's rules
 
 #: EtcFilename.pattern, matched against the whole name (Scala's ``case pattern(...)``)
@@ -225,7 +227,7 @@ class _Fault:
 # ------------------------------------------------------------------------ the server
 
 
-class IcosEtcSim:
+class IcosEtcSim(LoopbackHttpServer):
     """The portal's ETC upload endpoint in a thread. ``port=0``: a free port (``.port``).
 
     ``accounts``: station id -> password. ``today``: the portal's date (default: the
@@ -265,45 +267,11 @@ class IcosEtcSim:
     # ------------------------------------------------------------ lifecycle
 
     @property
-    def port(self) -> int:
-        if not self._port:
-            raise RuntimeError("IcosEtcSim has no port yet: start() it first")
-        return self._port
-
-    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> IcosEtcSim:
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer((self.host, self._port), _handler(self))
-        server.daemon_threads = True
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"icos-etc-sim-{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread, self._server, self._thread = self._server, self._thread, None, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join()
-
-    def __enter__(self) -> IcosEtcSim:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler_class(self):
+        return _handler(self)
 
     # ------------------------------------------------------------ accounts, faults
 

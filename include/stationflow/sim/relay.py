@@ -21,10 +21,12 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from stationflow.sim.http_server import LoopbackHttpServer
+
 _CYCLE = re.compile(r"^/relay/(\d{1,3})/cycle/?$")
 
 
-class RelaySim:
+class RelaySim(LoopbackHttpServer):
     """The relay's HTTP interface, in a thread. ``port=0``: a free port (see ``.port``)."""
 
     def __init__(
@@ -48,12 +50,6 @@ class RelaySim:
         self._thread: threading.Thread | None = None
 
     @property
-    def port(self) -> int:
-        if not self._port:
-            raise RuntimeError("RelaySim has no port yet: start() it first")
-        return self._port
-
-    @property
     def auth_required(self) -> bool:
         return self.login is not None or self.password is not None
 
@@ -61,36 +57,8 @@ class RelaySim:
         with self._lock:
             self._devices[int(channel)] = power_cycle
 
-    def start(self) -> RelaySim:
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer((self.host, self._port), _handler(self))
-        server.daemon_threads = True
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"relay-sim-{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread, self._server, self._thread = self._server, self._thread, None, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join()
-
-    def __enter__(self) -> RelaySim:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler_class(self):
+        return _handler(self)
 
     # ------------------------------------------------------------ request handling
 
