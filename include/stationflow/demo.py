@@ -118,8 +118,8 @@ def wait_for_dags(
     headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
     deadline = time.monotonic() + timeout
     while True:
-        dags = requests.get(f"{base}/api/v2/dags?limit=1000", headers=headers, timeout=10)
-        errs = requests.get(f"{base}/api/v2/importErrors?limit=1000", headers=headers, timeout=10)
+        dags = requests.get(f"{base}/api/v2/dags?limit=1000", headers=headers, timeout=30)
+        errs = requests.get(f"{base}/api/v2/importErrors?limit=1000", headers=headers, timeout=30)
         dags.raise_for_status()
         errs.raise_for_status()
         ids = sorted(d["dag_id"] for d in dags.json()["dags"])
@@ -140,7 +140,7 @@ def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str
         return None
     headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
     dag = f"{base}/api/v2/dags/icos_assemble"
-    requests.patch(dag, json={"is_paused": False}, headers=headers, timeout=10).raise_for_status()
+    requests.patch(dag, json={"is_paused": False}, headers=headers, timeout=30).raise_for_status()
     conf = {
         "station": "FR-Lam",
         "file_type": "BM",
@@ -165,7 +165,7 @@ def _trigger(base: str, headers: dict, dag_id: str, logical_date: str | None = N
         f"{base}/api/v2/dags/{dag_id}/dagRuns",
         json={"logical_date": logical_date},
         headers=headers,
-        timeout=10,
+        timeout=30,
     )
     r.raise_for_status()
     return r.json()["dag_run_id"]
@@ -285,7 +285,7 @@ def _terminate_group(proc: psutil.Process, grace: float = 30) -> None:
     _, alive = psutil.wait_procs(members, timeout=grace)
     if alive:
         os.killpg(pgid, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=10)
+        psutil.wait_procs(alive, timeout=30)
 
 
 def stop(settings: Settings) -> list[str]:
