@@ -105,7 +105,7 @@ def _wait_healthy(base: str, proc: psutil.Process, timeout: float) -> None:
 
 def _api_token(base: str, password: str) -> str:
     r = requests.post(
-        f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=10
+        f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=30
     )
     r.raise_for_status()
     return r.json()["access_token"]
@@ -151,7 +151,7 @@ def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str
         "output_dir": "",
     }
     r = requests.post(
-        f"{dag}/dagRuns", json={"logical_date": None, "conf": conf}, headers=headers, timeout=10
+        f"{dag}/dagRuns", json={"logical_date": None, "conf": conf}, headers=headers, timeout=30
     )
     r.raise_for_status()
     return r.json()["dag_run_id"]
@@ -186,7 +186,7 @@ def start_chains(base: str, password: str, settings: Settings) -> dict[str, str]
         chain += [f"icos_daily_{st.id}", f"icos_halfhourly_{st.id}"]
     for dag_id in chain:
         requests.patch(
-            f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=10
+            f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=30
         ).raise_for_status()
     runs = {"icos_collect": _trigger(base, headers, "icos_collect")}
     for st in inv.stations:  # a run after local midnight: its interval is yesterday's
