@@ -196,6 +196,7 @@ class Station(_Model):
     name: str | None = None
     icos_class: Literal[1, 2, 3, "associated"] | None = None
     utc_offset_hours: float = Field(ge=-12, le=14)  # fixed: local STANDARD time, no DST
+    link_slots: int = Field(2, ge=1, le=16)  # transfers at once over the station's 4G link
     upload: EtcUpload
     loggers: list[Logger] = Field(min_length=1)
     files: list[EtcFile] = Field(min_length=1)

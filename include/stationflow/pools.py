@@ -10,8 +10,6 @@ import re
 
 from stationflow.config import Inventory, ModbusCollect
 
-LINK_SLOTS = 2  # concurrent transfers over one station's 4G VPN link
-
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
@@ -30,7 +28,7 @@ def required_pools(inv: Inventory) -> dict[str, tuple[int, str]]:
     """name -> (slots, description) for every pool a collection task may use."""
     pools: dict[str, tuple[int, str]] = {}
     for st in inv.stations:
-        pools[station_pool(st.id)] = (LINK_SLOTS, f"{st.id}: transfers over the station link")
+        pools[station_pool(st.id)] = (st.link_slots, f"{st.id}: transfers over the station link")
         for lg in st.loggers:
             if isinstance(lg.collect, ModbusCollect):
                 pools[port_pool(lg.collect.connection_id)] = (
