@@ -72,45 +72,36 @@ def _chain(st: Station, half_hourly: bool) -> None:
         verify.override(task_id=f"verify_{sid}")(st.id, sent)
 
 
-def daily_dag(st: Station):
-    hour, minute = (int(x) for x in st.upload.daily_at.split(":"))
+def chain_dag(st: Station, half_hourly: bool):
+    """One station's daily chain, or its half-hourly one (EC/PHEN, a UTC timetable)."""
+    if half_hourly:
+        dag_id, timeout = f"icos_halfhourly_{st.id}", timedelta(minutes=55)
+        timetable = CronDataIntervalTimetable("5,35 * * * *", timezone="UTC")
+    else:
+        hour, minute = (int(x) for x in st.upload.daily_at.split(":"))
+        dag_id, timeout = f"icos_daily_{st.id}", timedelta(hours=6)
+        timetable = CronDataIntervalTimetable(f"{minute} {hour} * * *", timezone=_tz(st))
 
     @dag(
-        dag_id=f"icos_daily_{st.id}",
-        schedule=CronDataIntervalTimetable(f"{minute} {hour} * * *", timezone=_tz(st)),
+        dag_id=dag_id,
+        schedule=timetable,
         start_date=START_DATE,
         catchup=False,
         max_active_runs=2,
-        dagrun_timeout=timedelta(hours=6),
+        dagrun_timeout=timeout,
         default_args={**DEFAULT_ARGS, "on_failure_callback": ALERT},
         tags=["stationflow", "icos", "publish", st.id],
         doc_md=__doc__,
     )
-    def icos_daily():
-        _chain(st, half_hourly=False)
+    def icos_chain():
+        _chain(st, half_hourly=half_hourly)
 
-    return icos_daily()
-
-
-def halfhourly_dag(st: Station):
-    @dag(
-        dag_id=f"icos_halfhourly_{st.id}",
-        schedule=CronDataIntervalTimetable("5,35 * * * *", timezone="UTC"),
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=2,
-        dagrun_timeout=timedelta(minutes=55),
-        default_args={**DEFAULT_ARGS, "on_failure_callback": ALERT},
-        tags=["stationflow", "icos", "publish", st.id],
-        doc_md=__doc__,
-    )
-    def icos_halfhourly():
-        _chain(st, half_hourly=True)
-
-    return icos_halfhourly()
+    return icos_chain()
 
 
-DAILY = [daily_dag(st) for st in INVENTORY.stations]
+DAILY = [chain_dag(st, half_hourly=False) for st in INVENTORY.stations]
 HALF_HOURLY = [
-    halfhourly_dag(st) for st in INVENTORY.stations if any(f.half_hourly for f in st.files)
+    chain_dag(st, half_hourly=True)
+    for st in INVENTORY.stations
+    if any(f.half_hourly for f in st.files)
 ]
