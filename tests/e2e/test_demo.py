@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,12 @@ import psycopg
 import pytest
 import requests
 
+from tests.alert_sinks import free_port
 from tests.sim_network import free_base
 
 pytestmark = pytest.mark.airflow
 
 STATIONFLOW = str(Path(sys.executable).parent / "stationflow")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

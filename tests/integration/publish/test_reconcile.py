@@ -17,7 +17,7 @@ import pytest
 from stationflow.config import Inventory, parse_inventory
 from stationflow.publish.reconcile import Expected, expected_files, reconcile
 from stationflow.state.audit import RunIds
-from tests.integration.publish.test_alerts import (
+from tests.alert_sinks import (
     HOOK_CONN,
     SMTP_CONN,
     HookServer,
