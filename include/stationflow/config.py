@@ -226,16 +226,25 @@ class Device(_Model):
     name: str | None = None
 
 
-class WhaleHarvest(_Model):
-    kind: Literal["whale"]
+class _HarvestBase(_Model):
     connection_id: ConnId
-    devices: Literal["all"] | list[int] = "all"
+    # Hours fetched again on every run, so late data is stored (the original lost it).
     lookback_hours: int = Field(48, ge=1, le=24 * 31)
+    concurrency: int = Field(4, ge=1, le=32)  # devices fetched at once
+
+    @property
+    def harvester(self) -> str:
+        """The name progress and raw rows are kept under."""
+        return f"{self.kind}:{self.connection_id}"
 
 
-class InfluxHarvest(_Model):
+class WhaleHarvest(_HarvestBase):
+    kind: Literal["whale"]
+    devices: Literal["all"] | list[int] = "all"
+
+
+class InfluxHarvest(_HarvestBase):
     kind: Literal["influxdb"]
-    connection_id: ConnId
     database: str
     measurements: dict[str, int] = Field(min_length=1)  # measurement -> device id
 
@@ -284,6 +293,12 @@ class Inventory(_Model):
             if s.id == station_id:
                 return s
         raise KeyError(f"no station {station_id!r} in the inventory")
+
+    def network(self, network_id: str) -> SensorNetwork:
+        for n in self.sensor_networks:
+            if n.id == network_id:
+                return n
+        raise KeyError(f"no sensor network {network_id!r} in the inventory")
 
     def missing_value(self, f: EtcFile) -> float:
         return self.defaults.missing_value if f.missing_value is None else f.missing_value

@@ -5,7 +5,7 @@ Airflow (``context`` may be None)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stationflow.config import Inventory, load_inventory
@@ -135,3 +135,57 @@ def collect_station(
                     ids=RunIds.from_context(context),
                 )
     return out
+
+
+# ------------------------------------------------------------- the record chain's harvest
+
+
+def _interval(context: Mapping[str, Any] | None) -> tuple[datetime | None, datetime | None, bool]:
+    """(start, end, is_backfill) of the run's data interval; all None outside Airflow."""
+    if not context:
+        return None, None, False
+    dag_run = context.get("dag_run")
+    run_type = str(getattr(dag_run, "run_type", "") or "")
+    start = context.get("data_interval_start") or getattr(dag_run, "data_interval_start", None)
+    end = context.get("data_interval_end") or getattr(dag_run, "data_interval_end", None)
+    return start, end, run_type.lower().endswith("backfill")
+
+
+def harvest_source(
+    network_id: str,
+    harvester: str,
+    context: Mapping[str, Any] | None = None,
+    inv: Inventory | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """One harvester of a sensor network up to the run's interval end (a backfill run: just
+    its interval). Devices that fail are audited and skipped; if every device failed (peer
+    down, token refused) the task fails, so it is retried and alerts."""
+    from stationflow.collect.harvest import HarvestError, harvest
+    from stationflow.collect.sources import source_for
+
+    inv = inv or load_inventory()
+    net = inv.network(network_id)
+    cfg = next((h for h in net.harvest if h.harvester == harvester), None)
+    if cfg is None:
+        raise KeyError(f"network {network_id!r} has no harvester {harvester!r}")
+    now = now or datetime.now(UTC)
+    start, end, backfill = _interval(context)
+    with connect() as conn:
+        report = harvest(
+            conn,
+            source_for(cfg),
+            until=end or now,
+            since=start if backfill else None,
+            lookback=timedelta(hours=cfg.lookback_hours),
+            now=now,
+            workers=cfg.concurrency,
+            network=network_id,
+            ids=RunIds.from_context(context),
+        )
+    if report.devices and len(report.failures) == len(report.devices):
+        raise HarvestError(
+            f"{harvester}: no device could be harvested; first error:"
+            f" {next(iter(report.failures.values()))}"
+        )
+    return report.summary()
