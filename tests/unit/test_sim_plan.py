@@ -17,6 +17,7 @@ def test_every_connection_the_inventory_names_is_planned_once_on_its_own_port():
             named.add(getattr(lg.collect, "connection_id", None))
             named.add(lg.health_connection_id)
             named.add(lg.relay.connection_id if lg.relay else None)
+    named.update(h.connection_id for net in INV.sensor_networks for h in net.harvest)
     named.discard(None)
     assert set(p.endpoints) == named
     ports = [e.port for e in p.endpoints.values() if e.port not in (p.push_port, p.portal_port)]

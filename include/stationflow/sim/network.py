@@ -105,6 +105,13 @@ def plan(inv: Inventory, base: int | None = None) -> Plan:
                 p.add(
                     Endpoint(lg.relay.connection_id, "http", next(nxt), login="relay", role="relay")
                 )
+    for net in inv.sensor_networks:
+        for h in net.harvest:
+            # the password is the Whale bearer token / the InfluxDB user's password
+            role = f"{'Whale API' if h.kind == 'whale' else 'InfluxDB'} {net.id}"
+            p.add(
+                Endpoint(h.connection_id, "http", next(nxt), login=net.id, schema="http", role=role)
+            )
     return p
 
 
@@ -230,12 +237,35 @@ class Network:
                         )
                     relays[r.connection_id].register(r.channel, _cycler(device, self))
         self.servers += list(relays.values())
+        self._sensor_networks()
         from stationflow.sim.icos_etc import IcosEtcSim
 
         accounts = {st.id: self._secret(st.upload.connection_id)[1] for st in self.inv.stations}
         self.portal = IcosEtcSim(accounts, host=HOST, port=self.plan.portal_port)
         self.servers.append(self.portal)
         return self
+
+    def _sensor_networks(self) -> None:
+        """A Whale API per Whale harvester, serving the network's Josene devices (the last
+        one flaky: the harvester's retries are part of the show)."""
+        from stationflow.sim.whale import WhaleSim
+
+        for net in self.inv.sensor_networks:
+            for h in net.harvest:
+                if h.kind != "whale":
+                    continue
+                josene = [d.id for d in net.devices if d.type == "josene"]
+                devices = josene if h.devices == "all" else list(h.devices)
+                ep = self.plan.endpoints[h.connection_id]
+                self.servers.append(
+                    WhaleSim(
+                        devices,
+                        token=self._secret(h.connection_id)[1],
+                        host=HOST,
+                        port=ep.port,
+                        flaky_device=devices[-1] if len(devices) > 1 else None,
+                    )
+                )
 
     def _ghg_history(self, st: Station, sim, now: datetime) -> list[Path]:
         """Yesterday's half-hours (SmartFlux clock), written once."""
