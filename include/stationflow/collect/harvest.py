@@ -46,7 +46,9 @@ class Source(Protocol):
 
 
 def floor_hour(t: datetime) -> datetime:
-    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    """The start of t's hour as a plain UTC datetime (Airflow hands out pendulum ones)."""
+    t = t.astimezone(UTC)
+    return datetime(t.year, t.month, t.day, t.hour, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,8 @@ class Network:
         self.smartflux: list[tuple[Station, object]] = []
         self.pushers: list[tuple[Station, object, object]] = []
         self.devices: dict[str, object] = {}  # health conn id -> device (power_cycle)
+        self.ase: list = []  # AirSensEUR boxes writing into their influxd
+        self._ase_until: datetime | None = None
         self.stopped = False
 
     def _secret(self, conn_id: str) -> tuple[str, str]:
@@ -246,13 +248,36 @@ class Network:
         return self
 
     def _sensor_networks(self) -> None:
-        """A Whale API per Whale harvester, serving the network's Josene devices (the last
-        one flaky: the harvester's retries are part of the show)."""
+        """Per Whale harvester a Whale API serving the network's Josene devices (the last
+        one flaky: the harvester's retries are part of the show); per InfluxDB harvester a
+        real influxd (its admin account is the Connection's) fed by AirSensEUR boxes."""
+        from stationflow.sim.airsenseur import AirSensEURSim
+        from stationflow.sim.influxd import InfluxdMissing, InfluxServer, influxd_binary
         from stationflow.sim.whale import WhaleSim
 
         for net in self.inv.sensor_networks:
             for h in net.harvest:
-                if h.kind != "whale":
+                if h.kind == "influxdb":
+                    try:
+                        influxd_binary()
+                    except InfluxdMissing as exc:
+                        log.warning("%s: %s: its harvester will fail", h.connection_id, exc)
+                        continue
+                    creds = self._secret(h.connection_id)
+                    server = InfluxServer(
+                        self.home / "sim" / "influxd" / h.connection_id,
+                        credentials=creds,
+                        http_port=self.plan.endpoints[h.connection_id].port,
+                    )
+                    self.servers.append(server)
+                    box = AirSensEURSim(
+                        server.url,
+                        h.database,
+                        h.measurements,
+                        username=creds[0],
+                        password=creds[1],
+                    )
+                    self.ase.append(box)
                     continue
                 josene = [d.id for d in net.devices if d.type == "josene"]
                 devices = josene if h.devices == "all" else list(h.devices)
@@ -330,7 +355,18 @@ class Network:
                 log.exception("stopping %r", s)
 
     def tick(self, now: datetime) -> None:
-        """Time passes: loggers log, SmartFlux systems close half-hours, stations push."""
+        """Time passes: loggers log, SmartFlux systems close half-hours, stations push,
+        AirSensEUR boxes report (the first time: the Whale's history, 72 hours)."""
+        if self.ase:
+            start = self._ase_until or now.replace(minute=0, second=0, microsecond=0) - timedelta(
+                hours=72
+            )
+            end = now.replace(second=0, microsecond=0)
+            for box in self.ase:
+                if self._ase_until is None:
+                    box.ensure_database()
+                box.write_hours(start, end)
+            self._ase_until = end
         for st, sim in self.loggernet:
             local = (now + timedelta(hours=st.utc_offset_hours)).replace(tzinfo=None)
             sim.write_until(local - (local - datetime.min) % LOGGERNET_EVERY)

@@ -88,3 +88,13 @@ def test_windows_of_a_backfill_are_its_interval() -> None:
     w = windows([1], {1: T}, until=T - 24 * H, lookback=48 * H, since=T - 25 * H)
     assert (w[1].since, w[1].until) == (T - 25 * H, T - 24 * H)
     assert windows([1], {}, until=T, lookback=H, since=T) == {}  # empty interval
+
+
+def test_airflows_pendulum_times_become_plain_utc_hours() -> None:
+    import pendulum
+
+    from stationflow.collect.harvest import floor_hour
+
+    t = floor_hour(pendulum.datetime(2026, 1, 20, 11, 59, 59, tz="Europe/Amsterdam"))
+    assert type(t) is datetime and t == datetime(2026, 1, 20, 10, tzinfo=UTC)
+    assert (t - datetime(1970, 1, 1, tzinfo=UTC)) % timedelta(days=1) == timedelta(hours=10)
