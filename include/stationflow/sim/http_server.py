@@ -56,3 +56,37 @@ class LoopbackHttpServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class AnsweringHandler(BaseHTTPRequestHandler):
+    """Every HTTP method goes to ``_answer(method)``, which the simulator's handler defines;
+    no access log (tests stay quiet)."""
+
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stalls
+
+    def _answer(self, method: str) -> None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_HEAD(self) -> None:
+        self._answer("HEAD")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_PUT(self) -> None:
+        self._answer("PUT")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._answer("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._answer("OPTIONS")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass

@@ -53,7 +53,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from stationflow.sim.http_server import LoopbackHttpServer
+from stationflow.sim.http_server import AnsweringHandler, LoopbackHttpServer
 
 # ------------------------------------------------------------------ the portal's rules
 
@@ -587,7 +587,7 @@ class _Answer:
 
 
 def _handler(sim: IcosEtcSim) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(AnsweringHandler):
         server_version = "IcosEtcSim/1"
         protocol_version = "HTTP/1.1"
 
@@ -623,30 +623,6 @@ def _handler(sim: IcosEtcSim) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(answer.text.encode("utf-8"))))
             self.end_headers()
             self.wfile.write(data)
-
-        def do_PUT(self) -> None:
-            self._answer("PUT")
-
-        def do_GET(self) -> None:
-            self._answer("GET")
-
-        def do_POST(self) -> None:
-            self._answer("POST")
-
-        def do_DELETE(self) -> None:
-            self._answer("DELETE")
-
-        def do_PATCH(self) -> None:
-            self._answer("PATCH")
-
-        def do_HEAD(self) -> None:
-            self._answer("HEAD")
-
-        def do_OPTIONS(self) -> None:
-            self._answer("OPTIONS")
-
-        def log_message(self, format: str, *args: object) -> None:  # quiet in tests
-            pass
 
     return Handler
 

@@ -51,7 +51,7 @@ from itertools import chain
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from stationflow.sim.http_server import LoopbackHttpServer
+from stationflow.sim.http_server import AnsweringHandler, LoopbackHttpServer
 
 log = logging.getLogger("stationflow.sim.whale")
 
@@ -623,10 +623,9 @@ def _day_start(day: date) -> datetime:
 
 
 def _handler(sim: WhaleSim) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(AnsweringHandler):
         server_version = "WhaleSim/1"
         protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stalls
 
         def _answer(self, method: str) -> None:
             try:  # a body (POST, PUT) is read and dropped, so the connection stays usable
@@ -645,30 +644,6 @@ def _handler(sim: WhaleSim) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if method != "HEAD":
                 self.wfile.write(answer.body)
-
-        def do_GET(self) -> None:
-            self._answer("GET")
-
-        def do_HEAD(self) -> None:
-            self._answer("HEAD")
-
-        def do_POST(self) -> None:
-            self._answer("POST")
-
-        def do_PUT(self) -> None:
-            self._answer("PUT")
-
-        def do_DELETE(self) -> None:
-            self._answer("DELETE")
-
-        def do_PATCH(self) -> None:
-            self._answer("PATCH")
-
-        def do_OPTIONS(self) -> None:
-            self._answer("OPTIONS")
-
-        def log_message(self, format: str, *args: object) -> None:  # quiet in tests
-            pass
 
     return Handler
 
