@@ -112,6 +112,11 @@ def _demo(args: argparse.Namespace) -> int:
             f"collection:  icos_poll every minute, icos_collect every 10 min (first run"
             f" {runs['icos_collect']}) -> {settings.home / 'landing'}"
         )
+    if "smartem_harvest" in runs:
+        print(
+            f"harvest:     smartem_harvest every hour (first run {runs['smartem_harvest']}):"
+            " Whale API + influxd -> smartem_raw.timeseries"
+        )
     for dag_id, run_id in runs.items():
         if dag_id.startswith("icos_daily_"):
             print(f"yesterday:   {dag_id} {run_id} (collect, assemble, upload, verify)")

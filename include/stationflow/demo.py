@@ -158,6 +158,7 @@ def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str
 
 
 COLLECTION_DAGS = ("icos_poll", "icos_collect")
+HARVEST_DAG = "smartem_harvest"
 
 
 def _trigger(base: str, headers: dict, dag_id: str, logical_date: str | None = None) -> str:
@@ -172,8 +173,8 @@ def _trigger(base: str, headers: dict, dag_id: str, logical_date: str | None = N
 
 
 def start_chains(base: str, password: str, settings: Settings) -> dict[str, str]:
-    """Unpause the file chain's DAGs (the simulated network is up), collect once now and
-    run yesterday's daily chain of every station: dag id -> run id."""
+    """Unpause the chains' DAGs (the simulated network is up), collect and harvest once now
+    and run yesterday's daily chain of every station: dag id -> run id."""
     from datetime import UTC, datetime, timedelta
 
     from stationflow.config import load_inventory
@@ -181,7 +182,7 @@ def start_chains(base: str, password: str, settings: Settings) -> dict[str, str]
     inv = load_inventory(settings.config_path)
     headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
     # icos_reconcile stays paused: it would report the days before the demo existed
-    chain = list(COLLECTION_DAGS)
+    chain = [*COLLECTION_DAGS, HARVEST_DAG]
     for st in inv.stations:
         chain += [f"icos_daily_{st.id}", f"icos_halfhourly_{st.id}"]
     for dag_id in chain:
@@ -189,6 +190,8 @@ def start_chains(base: str, password: str, settings: Settings) -> dict[str, str]
             f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=30
         ).raise_for_status()
     runs = {"icos_collect": _trigger(base, headers, "icos_collect")}
+    if inv.sensor_networks:  # the record chain: the last 48 hours of every device at once
+        runs[HARVEST_DAG] = _trigger(base, headers, HARVEST_DAG)
     for st in inv.stations:  # a run after local midnight: its interval is yesterday's
         local = datetime.now(UTC) + timedelta(hours=st.utc_offset_hours)
         at = local.replace(hour=0, minute=30, second=0, microsecond=0)

@@ -91,6 +91,17 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
     landed = {p.parent.name for p in (tmp_path / "landing").rglob("*") if p.is_file()}
     assert {"Meteo_1min", "Meteo_30s", "ghg"} <= landed, landed
 
+    # the record chain's harvest: Whale API and influxd hours in the raw table
+    run_id = re.search(r"^harvest: .*first run (\S+?)\)", first.stdout, re.M).group(1)
+    assert final_state(port, headers, "smartem_harvest", run_id, timeout=420) == "success"
+    with psycopg.connect(sf(demo_env, "db", "url").stdout.strip()) as c:
+        kinds = dict(
+            c.execute(
+                "SELECT device_type, count(*) FROM smartem_raw.timeseries GROUP BY device_type"
+            ).fetchall()
+        )
+    assert kinds.get("jose", 0) >= 2 * 47 and kinds.get("ase", 0) >= 2 * 47, kinds
+
     # yesterday's daily chain of both stations: every daily file accepted by the portal
     daily = dict(re.findall(r"^yesterday:\s+(\S+) (\S+)", first.stdout, re.M))
     assert set(daily) == {"icos_daily_FR-Lam", "icos_daily_FR-Aur"}

@@ -98,3 +98,17 @@ def test_airflows_pendulum_times_become_plain_utc_hours() -> None:
     t = floor_hour(pendulum.datetime(2026, 1, 20, 11, 59, 59, tz="Europe/Amsterdam"))
     assert type(t) is datetime and t == datetime(2026, 1, 20, 10, tzinfo=UTC)
     assert (t - datetime(1970, 1, 1, tzinfo=UTC)) % timedelta(days=1) == timedelta(hours=10)
+
+
+def test_a_backfill_run_harvests_exactly_its_interval() -> None:
+    from types import SimpleNamespace
+
+    from airflow.utils.types import DagRunType
+
+    from stationflow.collect.tasks import _interval
+
+    start, end = T - H, T
+    for run_type, backfill in ((DagRunType.BACKFILL_JOB, True), (DagRunType.SCHEDULED, False)):
+        run = SimpleNamespace(run_type=run_type, data_interval_start=start, data_interval_end=end)
+        assert _interval({"dag_run": run}) == (start, end, backfill)
+    assert _interval(None) == (None, None, False)
