@@ -179,15 +179,3 @@ def progress(conn: psycopg.Connection, harvester: str) -> dict[int, datetime]:
         (harvester,),
     )
     return {device: start for device, start in rows}
-
-
-def stored_hashes(
-    conn: psycopg.Connection, device_ids: Sequence[int], since: datetime, until: datetime
-) -> dict[tuple[int, int, int], str]:
-    """content_hash of the stored hours of these devices starting in [since, until)."""
-    rows = conn.execute(
-        "SELECT device_id, day, hour, content_hash FROM smartem_raw.timeseries"
-        " WHERE device_id = ANY(%s) AND hour_start >= %s AND hour_start < %s",
-        (list(device_ids), since, until),
-    )
-    return {(d, day, h): c for d, day, h, c in rows}
