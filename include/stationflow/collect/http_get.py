@@ -42,6 +42,7 @@ class Fetcher:
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
         secrets: tuple[str, ...] = (),
+        session: requests.Session | None = None,
     ) -> None:
         self.headers = dict(headers or {})
         self.auth = auth
@@ -52,14 +53,12 @@ class Fetcher:
         self.sleep = sleep
         self._secrets = tuple(s for s in secrets if s and len(s) >= 4)
         self._local = threading.local()
+        self._shared = session  # a caller's session (tests count requests): used by all
 
     def session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
+        s = self._shared or getattr(self._local, "session", None)
         if s is None:
             s = self._local.session = requests.Session()
-            s.headers.update(self.headers)
-            if self.auth:
-                s.auth = self.auth
         return s
 
     def scrub(self, text: str) -> str:
@@ -75,6 +74,8 @@ class Fetcher:
                 r = self.session().get(
                     url,
                     params=params,
+                    headers=self.headers,
+                    auth=self.auth,
                     timeout=self.timeout,
                     verify=self.verify,
                     allow_redirects=False,
@@ -89,7 +90,7 @@ class Fetcher:
                 if status not in RETRYABLE:
                     raise FetchError(url, why, status)
             if attempt >= self.retries:
-                raise FetchError(url, f"{why}, after {attempt + 1} attempts", status)
+                raise FetchError(url, f"failed after {attempt + 1} attempts: {why}", status)
             delay = min(self.backoff * 2**attempt, MAX_DELAY)
             log.info("GET %s: %s; retry in %.1f s", url, why, delay)
             self.sleep(delay)

@@ -43,7 +43,6 @@ import logging
 import math
 import re
 import statistics
-import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,6 +51,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 
 from stationflow.collect.harvest import HarvestError
+from stationflow.collect.http_get import Fetcher, FetchError
 from stationflow.collect.raw_store import RawHour, Rejected, day_hour
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,6 @@ class InfluxSource:
     device_type = "ase"
     device_version = "1"
     chunk = timedelta(days=1)  # one query per UTC day at most
-    backoff = 0.5  # seconds before the first retry, doubled per retry
-    max_backoff = 8.0
 
     def __init__(
         self,
@@ -110,18 +108,22 @@ class InfluxSource:
             self._measurement_of[int(device)] = name
         self.connection_id = connection_id
         self.harvester = f"influxdb:{connection_id}"
-        self.timeout = timeout
-        self.retries = max(0, retries)
-        self.verify = verify
-        self._headers = {"Accept": "application/json"}
-        self._auth: tuple[str, str] | None = None
+        headers = {"Accept": "application/json"}
+        auth: tuple[str, str] | None = None
         if token:  # v1-compatible /query of InfluxDB 2.x/3.x
-            self._headers["Authorization"] = f"Token {token}"
+            headers["Authorization"] = f"Token {token}"
         elif username:
-            self._auth = (username, password or "")
+            auth = (username, password or "")
         self._secrets = [s for s in (password, token) if s]
-        self._own_session = session is None
-        self._session = session or requests.Session()
+        self.fetcher = Fetcher(
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            retries=max(0, retries),
+            verify=verify,
+            secrets=tuple(self._secrets),
+            session=session,
+        )
 
     @classmethod
     def from_connection(
@@ -161,8 +163,9 @@ class InfluxSource:
         return f"InfluxSource({self.url!r}, database={self.database!r}, {self.harvester!r})"
 
     def close(self) -> None:
-        if self._own_session:
-            self._session.close()
+        session = self.fetcher.session()
+        if session is not self.fetcher._shared:
+            session.close()
 
     def __enter__(self) -> InfluxSource:
         return self
@@ -311,44 +314,17 @@ class InfluxSource:
         )
 
     def _get(self, device_id: int, measurement: str, q: str) -> bytes:
-        """GET /query, retrying transport failures, 5xx and 429 with a doubling pause.
-
-        Other 4xx (wrong credentials, a query the server refuses) fail at once: asking
-        again cannot help, and the orchestrator audits the device either way."""
-        where = f"GET {self.url}/query db={self.database} q={q}"
-        attempts = self.retries + 1
-        cause = ""
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
-            log.debug("device %s: %s (attempt %d)", device_id, where, attempt + 1)
-            try:
-                r = self._session.get(
-                    f"{self.url}/query",
-                    params={"db": self.database, "q": q},
-                    headers=self._headers,
-                    auth=self._auth,
-                    timeout=self.timeout,
-                    verify=self.verify,
+        """GET /query: transport failures, 5xx and 429 are retried with backoff; other 4xx
+        (wrong credentials, a refused query) fail at once, asking again cannot help."""
+        try:
+            return self.fetcher.get(f"{self.url}/query", {"db": self.database, "q": q})
+        except FetchError as exc:
+            raise HarvestError(
+                self._redact(
+                    f"device {device_id} (measurement {measurement!r}) db={self.database}"
+                    f" q={q}: {exc}"
                 )
-            except requests.RequestException as e:
-                cause = f"{type(e).__name__}: {e}"
-                continue
-            if r.status_code == 200:
-                return r.content
-            cause = f"HTTP {r.status_code}: {r.text[:300].strip()}"
-            if r.status_code < 500 and r.status_code != 429:
-                raise HarvestError(
-                    self._redact(
-                        f"device {device_id} (measurement {measurement!r}): {where}: {cause}"
-                    )
-                )
-        raise HarvestError(
-            self._redact(
-                f"device {device_id} (measurement {measurement!r}): {where}:"
-                f" failed after {attempts} attempts: {cause}"
-            )
-        )
+            ) from None
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:

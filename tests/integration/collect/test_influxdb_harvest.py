@@ -301,7 +301,11 @@ def test_from_connection_settings() -> None:
         extra_dejson={"token": "tok-1", "verify": "false"},
     )
     src = InfluxSource.from_connection(conn, database="d", measurements=BOXES, connection_id="c")
-    assert (src.url, src.verify) == ("https://influx.example.org:8086", False)
+    # certificate checks are never turned off (the project's rule): "verify": false is ignored
+    assert (src.url, src.fetcher.verify) == ("https://influx.example.org:8086", True)
+    conn.extra_dejson = {"verify": "/etc/ssl/our-ca.pem"}  # a CA bundle is honoured
+    src = InfluxSource.from_connection(conn, database="d", measurements=BOXES, connection_id="c")
+    assert src.fetcher.verify == "/etc/ssl/our-ca.pem"
     conn.schema = "ftp"
     with pytest.raises(ValueError, match="http or https"):
         InfluxSource.from_connection(conn, database="d", measurements=BOXES, connection_id="c")
@@ -468,7 +472,7 @@ def test_token_retries_and_partial_results(stub: Callable[..., StubInflux]) -> N
     src = InfluxSource(
         url=server.url, database="ase", measurements=BOXES, connection_id=CONN, token="tok-123"
     )
-    src.backoff = 0.01
+    src.fetcher.backoff = 0.01
     hours = only_hours(list(src.fetch_device(1181001, T0, T0 + 2 * H)))
     assert [(h.hour, h.sample_count) for h in hours] == [(13, 1), (14, 1)]
     assert len(server.requests) == 4  # 503, the partial 2 hours, then hour by hour
@@ -486,7 +490,7 @@ def test_influxd_stopped_is_a_harvest_error_after_bounded_retries(tmp_path: Path
         src = source_for(sim, retries=2, session=session)
         assert len(list(src.fetch_device(1181001, T0, T0 + H))) == 1
     session.calls.clear()
-    src.backoff = 0.05
+    src.fetcher.backoff = 0.05
     began = time.monotonic()
     with pytest.raises(HarvestError) as caught:
         list(src.fetch_device(1181001, T0, T0 + H))
