@@ -220,10 +220,40 @@ class Station(_Model):
 # ------------------------------------------------------- Smart Emission record chain
 
 
+class LinearModel(_Model):
+    """An AirSensEUR gas model of the original: Rs = a0 + a1*C + a2*x [+ a3*y]."""
+
+    a0: float
+    a1: float
+    a2: float
+    a3: float | None = None
+
+    @field_validator("a1")
+    @classmethod
+    def _slope(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("a1 must not be 0 (the model is solved for the concentration)")
+        return v
+
+
 class Device(_Model):
     id: int = Field(ge=0)
     type: Literal["josene", "ase"] = "josene"
     name: str | None = None
+    # AirSensEUR: the box's linear gas models (co, no, no2, o3), fitted per box.
+    calibration: dict[Literal["co", "no", "no2", "o3"], LinearModel] = Field(default_factory=dict)
+
+
+class CalibrationSetup(_Model):
+    """Josene gas calibration: ANNs trained against a reference station's hourly values."""
+
+    # A CSV of hourly reference values (time, station, component, value, unit); a bare
+    # file name is looked up in the package's reference data.
+    reference: str = "reference-nijmegen.csv"
+    devices: list[int] = Field(min_length=1)  # the sensors co-located with the station
+    gases: list[Literal["co", "no2", "o3"]] = Field(default=["co", "no2", "o3"], min_length=1)
+    training_days: int = Field(28, ge=1, le=3660)  # the window the weekly run trains on
+    min_score: float = Field(0.5, le=1.0)  # held-out R^2 a model needs to be used
 
 
 class _HarvestBase(_Model):
@@ -263,6 +293,7 @@ class SensorNetwork(_Model):
     harvest: list[Harvest] = Field(min_length=1)
     devices: list[Device] = Field(default_factory=list)
     indicators: list[Name] = Field(min_length=1)
+    calibration: CalibrationSetup | None = None
     publish: list[PublishTarget] = Field(default_factory=list)
 
 
@@ -386,7 +417,30 @@ def _cross_checks(inv: Inventory) -> list[tuple[tuple[Any, ...], str]]:
             if streams[(f.type, f.logger_number, f.file_number)] > 1:
                 out.append((at, f"{f.type} L{f.logger_number:02d}_F{f.file_number:02d} twice"))
     for ni, net in enumerate(inv.sensor_networks):
-        out += _duplicates(net.devices, "id", ("sensor_networks", ni, "devices"), "device id")
+        out += _network_checks(net, ("sensor_networks", ni))
+    return out
+
+
+def _network_checks(net: SensorNetwork, at: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str]]:
+    from stationflow.refine.records.converters import ASE_COEFFICIENTS
+    from stationflow.refine.records.definitions import all_defs
+
+    out = _duplicates(net.devices, "id", (*at, "devices"), "device id")
+    defined = {i for d in all_defs().values() for i in d.indicators}
+    for i, name in enumerate(net.indicators):
+        if name not in defined:
+            out.append(((*at, "indicators", i), f"no device type defines indicator {name!r}"))
+    for di, dev in enumerate(net.devices):
+        for gas, model in dev.calibration.items():
+            if dev.type != "ase":
+                out.append(
+                    (
+                        (*at, "devices", di, "calibration"),
+                        "linear gas models are for AirSensEUR (type ase) devices",
+                    )
+                )
+            elif "a3" in ASE_COEFFICIENTS[gas] and model.a3 is None:
+                out.append(((*at, "devices", di, "calibration", gas), f"{gas} needs a3"))
     return out
 
 

@@ -1,0 +1,239 @@
+"""Raw hour records -> one column per raw field over all their samples.
+
+A sample value is valid when it is a number within the field's [min, max]; otherwise the
+column holds NaN and a reason code says why (missing key, null, not a number, out of
+range), so bad samples are counted and skipped, never fatal. A record that is not a raw
+hour at all (no sample list, a sample that is not an object) is rejected whole, with a
+message naming the record and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+
+from stationflow.refine.records.definitions import DeviceDefs, RawField
+
+OK, MISSING, NULL, NOT_A_NUMBER, OUT_OF_RANGE = range(5)
+REASONS = ("ok", "missing", "null", "not a number", "out of range")
+ASE_BUCKET_S = 60  # AirSensEUR channels sampled within the same minute form one sample
+_NUMBER_TYPES = {int, float}
+
+
+class RecordError(ValueError):
+    """This raw record cannot be refined at all; the message names it and the field."""
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One raw hour as stored by the harvesters (a ``smartem_raw.timeseries`` row)."""
+
+    device_id: int
+    day: int  # yyyymmdd
+    hour: int  # 1..24: hour h covers (h-1):00 - (h-1):59 UTC
+    data: Any  # the document: parsed, or its JSON text
+    device_type: str = "jose"
+    gid: int | None = None
+    revision: int | None = None
+
+    @property
+    def unique_id(self) -> str:
+        return f"{self.device_id}-{self.day}-{self.hour}"
+
+    @property
+    def hour_end(self) -> datetime:
+        """The end of the hour, the time a refined value is stamped with."""
+        d = datetime.strptime(str(self.day), "%Y%m%d").replace(tzinfo=UTC)
+        return d + timedelta(hours=self.hour)
+
+
+@dataclass
+class SampleColumns:
+    """The samples of a batch of records: ``record[i]`` is sample i's record index."""
+
+    n_records: int
+    record: np.ndarray
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    reasons: dict[str, np.ndarray] = field(default_factory=dict)  # only fields with problems
+
+    def problem_counts(self) -> dict[tuple[int, str, str], int]:
+        """(record index, field, reason) -> number of samples."""
+        out: dict[tuple[int, str, str], int] = {}
+        for name, codes in self.reasons.items():
+            bad = codes != OK
+            if not bad.any():
+                continue
+            pairs, counts = np.unique(
+                np.stack([self.record[bad], codes[bad]]), axis=1, return_counts=True
+            )
+            for (rec, code), c in zip(pairs.T, counts, strict=True):
+                out[(int(rec), name, REASONS[code])] = int(c)
+        return out
+
+
+def document(record: RawRecord) -> Mapping[str, Any]:
+    """The record's document, parsed when it came as text."""
+    data = record.data
+    if isinstance(data, str | bytes | bytearray | memoryview):
+        try:
+            data = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise RecordError(f"raw record {record.unique_id}: data is not JSON: {e}") from None
+    if not isinstance(data, Mapping):
+        raise RecordError(f"raw record {record.unique_id}: data must be an object")
+    return data
+
+
+def _column(
+    values: list[Any], present: Sequence[bool] | None, raw: RawField
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column of sample values -> float64 (NaN if not valid) and reason codes (None when
+    every value is a valid number). ``present`` tells a missing key from a null."""
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        col = np.array(values, dtype=np.float64)
+        codes = None
+    else:
+        col = np.full(len(values), np.nan)
+        codes = np.zeros(len(values), dtype=np.int8)
+        for i, v in enumerate(values):
+            t = type(v)
+            if t is int or t is float:
+                col[i] = v
+            elif v is None:
+                codes[i] = NULL if present is None or present[i] else MISSING
+            else:  # strings, booleans, objects: never numbers, whatever they spell
+                codes[i] = NOT_A_NUMBER
+    finite = np.isfinite(col)
+    bad = ~finite
+    if raw.min is not None:
+        bad |= col < raw.min
+    if raw.max is not None:
+        bad |= col > raw.max
+    if bad.any():
+        if codes is None:
+            codes = np.zeros(len(values), dtype=np.int8)
+        codes[bad & (codes == OK)] = OUT_OF_RANGE
+        col[bad] = np.nan
+    return col, codes
+
+
+def _columns(
+    n_records: int,
+    counts: Sequence[int],
+    fields: Sequence[str],
+    defs: DeviceDefs,
+    values_of,
+    present_of,
+) -> SampleColumns:
+    out = SampleColumns(n_records, np.repeat(np.arange(n_records), counts))
+    for name in fields:
+        values = values_of(name)
+        col, codes = _column(values, present_of(name, values), defs.raw[name])
+        out.values[name] = col
+        if codes is not None:
+            out.reasons[name] = codes
+    return out
+
+
+class JoseneSamples:
+    """Josene: each element of ``timeseries`` is one sample holding every field."""
+
+    @staticmethod
+    def parse(
+        record: RawRecord, doc: Mapping[str, Any], defs: DeviceDefs, fields: Sequence[str]
+    ) -> list[dict]:
+        ts = doc.get("timeseries")
+        if not isinstance(ts, list):
+            raise RecordError(f"raw record {record.unique_id}: 'timeseries' must be a list")
+        if set(map(type, ts)) - {dict}:
+            i = next(i for i, s in enumerate(ts) if type(s) is not dict)
+            raise RecordError(f"raw record {record.unique_id}: timeseries[{i}] must be an object")
+        return ts
+
+    @staticmethod
+    def combine(
+        parsed: Sequence[list[dict]], defs: DeviceDefs, fields: Sequence[str]
+    ) -> SampleColumns:
+        samples = [s for ts in parsed for s in ts]
+
+        def present(name: str, values: list[Any]) -> list[bool] | None:
+            return [name in s for s in samples] if None in values else None
+
+        return _columns(
+            len(parsed),
+            [len(ts) for ts in parsed],
+            fields,
+            defs,
+            lambda name: [s.get(name) for s in samples],
+            present,
+        )
+
+
+def _time_s(value: Any) -> float:
+    """InfluxDB times: RFC 3339 text or epoch nanoseconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) / 1e9
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    raise ValueError(f"time {value!r} is neither RFC 3339 text nor a number")
+
+
+class AseSamples:
+    """AirSensEUR: each InfluxDB point is one channel's sample; the channels read within
+    the same minute form one sample (the last point of a channel in it counts)."""
+
+    @staticmethod
+    def parse(
+        record: RawRecord, doc: Mapping[str, Any], defs: DeviceDefs, fields: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        uid = record.unique_id
+        columns, rows = doc.get("columns"), doc.get("values")
+        if not isinstance(columns, list) or not isinstance(rows, list):
+            raise RecordError(f"raw record {uid}: 'columns' and 'values' must be lists")
+        if "time" not in columns:
+            raise RecordError(f"raw record {uid}: no 'time' column")
+        t_at = columns.index("time")
+        name_at = columns.index("name") if "name" in columns else None
+        wanted = [(name, defs.raw[name]) for name in fields]
+        buckets: dict[int, dict[str, Any]] = {}
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise RecordError(
+                    f"raw record {uid}: values[{i}] must be a list of {len(columns)} values"
+                )
+            try:
+                bucket = math.floor(_time_s(row[t_at]) / ASE_BUCKET_S)
+            except ValueError as e:
+                raise RecordError(f"raw record {uid}: values[{i}]: {e}") from None
+            slot = buckets.setdefault(bucket, {})
+            channel = row[name_at] if name_at is not None else None
+            for name, raw in wanted:
+                if raw.channel is not None and raw.channel != channel:
+                    continue
+                col = raw.column or name
+                if col in columns:
+                    slot[name] = row[columns.index(col)]
+        return [buckets[k] for k in sorted(buckets)]
+
+    @staticmethod
+    def combine(
+        parsed: Sequence[list[dict[str, Any]]], defs: DeviceDefs, fields: Sequence[str]
+    ) -> SampleColumns:
+        samples = [s for rec in parsed for s in rec]
+        return _columns(
+            len(parsed),
+            [len(rec) for rec in parsed],
+            fields,
+            defs,
+            lambda name: [s.get(name) for s in samples],
+            lambda name, values: [name in s for s in samples],
+        )
+
+
+SAMPLES = {"jose": JoseneSamples, "ase": AseSamples}
