@@ -46,7 +46,7 @@ CREATE TABLE smartem_refined.raw_state (
     status       text        NOT NULL CHECK (status IN ('refined', 'rejected')),
     rows         integer     NOT NULL DEFAULT 0,   -- refined values it gave
     samples      integer     NOT NULL DEFAULT 0,
-    bad_samples  integer     NOT NULL DEFAULT 0,   -- samples skipped (any field, any reason)
+    bad_values   integer     NOT NULL DEFAULT 0,   -- sample values skipped (field x reason)
     error        text,                             -- why a rejected record was rejected
     refined_at   timestamptz NOT NULL DEFAULT now()
 );

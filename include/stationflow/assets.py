@@ -12,3 +12,12 @@ def raw_asset(network_id: str) -> Asset:
         uri=f"stationflow://smartem_raw/timeseries/{network_id}",
         group="smartemission",
     )
+
+
+def refined_asset(network_id: str) -> Asset:
+    """A network's rows in smartem_refined.timeseries; updated by every refine that wrote."""
+    return Asset(
+        name=f"smartem_refined.{network_id}",
+        uri=f"stationflow://smartem_refined/timeseries/{network_id}",
+        group="smartemission",
+    )

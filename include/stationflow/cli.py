@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from stationflow.settings import load_settings
 
@@ -164,6 +165,53 @@ def _sim(args: argparse.Namespace) -> int:
         stopped = demo.stop_network(settings)
         print("\n".join(f"stopped {s}" for s in stopped) or "no simulator was running")
     return 0
+
+
+OUTPUT_FIELDS = ("device_id", "name", "unit", "day", "hour", "time", "value", "value_min",
+                 "value_max", "sample_count", "lon", "lat")  # fmt: skip
+
+
+def _refine_records(args: argparse.Namespace) -> int:
+    import orjson
+
+    from stationflow.refine.records.refiner import Calibration, refine
+    from stationflow.refine.records.samples import records_from_rows
+
+    try:
+        rows = orjson.loads(Path(args.input).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        print(f"stationflow: error: {args.input}: {e}", file=sys.stderr)
+        return 2
+    records = records_from_rows(rows, args.input)
+    indicators = [i.strip() for i in args.indicators.split(",")] if args.indicators else None
+    calibration = Calibration()
+    if args.network:
+        from stationflow.config import load_inventory
+        from stationflow.refine.records.tasks import ase_calibration, calibration_for
+
+        net = load_inventory().network(args.network)
+        indicators = indicators or net.indicators
+        calibration = Calibration(ase=ase_calibration(net))
+        if args.db_models:
+            from stationflow.state.db import connect
+
+            with connect() as conn:
+                calibration = calibration_for(conn, net)
+    result = refine(records, indicators, calibration)
+    out = [{k: r.as_dict()[k] for k in OUTPUT_FIELDS} for r in result.rows]
+    Path(args.output).write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    for _rec, why in result.rejected:
+        print(f"rejected: {why}", file=sys.stderr)
+    for what, n in sorted(result.bad_sample_totals().items()):
+        print(f"skipped samples: {what}: {n}", file=sys.stderr)
+    for uid, name, value in result.out_of_range:
+        print(f"out of range: {uid} {name} = {value:g}", file=sys.stderr)
+    for name, why in sorted(result.skipped.items()):
+        print(f"not computed: {name}: {why}", file=sys.stderr)
+    print(
+        f"{len(out)} refined values from {len(records)} raw hours -> {args.output}", file=sys.stderr
+    )
+    return 1 if result.rejected or result.bad_samples else 0
 
 
 def _ftp_server(args: argparse.Namespace) -> int:
@@ -343,6 +391,26 @@ def build_parser() -> argparse.ArgumentParser:
     asm.add_argument("--no-ledger", action="store_true", help="do not record in the state DB")
     asm.add_argument("fragments", nargs="+", help="fragment files (TOA5, TOB1, .ghg)")
     asm.set_defaults(func=_assemble)
+
+    rr = sub.add_parser(
+        "refine-records",
+        help="refine raw Smart Emission hours (a JSON list of raw rows) into hourly values",
+        description="Validate, convert, calibrate and aggregate raw sensor hours (rows of"
+        " smartem_raw.timeseries as JSON: device_id, day, hour, data, device_type) into hourly"
+        " indicator values, written as a JSON list. Bad samples are skipped and counted,"
+        " bad records rejected (both on stderr). Exit 0: all good; 1: written, but some"
+        " input was bad; 2: the input could not be read.",
+    )
+    rr.add_argument("--input", required=True, help="RAW.json: a list of raw-table rows")
+    rr.add_argument("--output", required=True, help="REFINED.json: the refined rows")
+    rr.add_argument("--indicators", help="comma-separated (default: the network's or all)")
+    rr.add_argument("--network", help="take indicators and AirSensEUR models from the inventory")
+    rr.add_argument(
+        "--db-models",
+        action="store_true",
+        help="with --network: apply the newest calibration models in the state DB",
+    )
+    rr.set_defaults(func=_refine_records)
 
     dm = sub.add_parser(
         "demo",

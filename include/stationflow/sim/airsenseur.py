@@ -11,7 +11,10 @@ Press.
 
 Values are deterministic: a function of the box, the channel and the sample time (a daily
 cycle plus a hash-derived jitter), so a test can recompute what a point held; every 20th
-minute a box has no GPS fix and reports 0/0 as ASE boxes do.
+minute a box has no GPS fix and reports 0/0 as ASE boxes do. A gas channel's ADC reading is
+what the box's linear model (LINEAR_MODELS, the original's per-box parameters) gives for the
+true concentration (``truth``) at the box's temperature and humidity, so refining with the
+same model must give that concentration back.
 """
 
 from __future__ import annotations
@@ -35,19 +38,38 @@ class Channel:
     name: str
     number: int
     kind: str  # "gas" (ADC counts), "temperature", "humidity", "pressure"
-    base: float  # typical evaluated value
+    base: float  # typical value (a gas: its concentration in ug/m3)
     swing: float  # amplitude of the daily cycle
+    gas: str | None = None  # co, no, no2, o3
 
 
 CHANNELS: tuple[Channel, ...] = (
-    Channel("COA4", 0, "gas", 31000, 2500),
-    Channel("NOB4", 1, "gas", 29500, 1800),
-    Channel("NO2B43F", 2, "gas", 33000, 2200),
-    Channel("OX_A431", 3, "gas", 32000, 2600),
+    Channel("COA4", 0, "gas", 380.0, 120.0, "co"),
+    Channel("NOB4", 1, "gas", 14.0, 8.0, "no"),
+    Channel("NO2B43F", 2, "gas", 30.0, 12.0, "no2"),
+    Channel("OX_A431", 3, "gas", 48.0, -18.0, "o3"),
     Channel("Tempe", 4, "temperature", 14.0, 5.0),
     Channel("Humid", 5, "humidity", 72.0, 15.0),
     Channel("Press", 6, "pressure", 1012.0, 4.0),
 )
+# The boxes' linear gas models (as in config/stations.yaml, after the original's
+# airsenseurparms): a gas channel reports the ADC reading Rs the model predicts for the
+# true concentration, so a refiner using the same model gets that concentration back.
+# Boxes without their own model use ASE_NL_01's.
+LINEAR_MODELS: dict[str, dict[str, dict[str, float]]] = {
+    "ASE_NL_01": {
+        "co": {"a0": 3106.838, "a1": 0.2112824, "a2": 0.2448138},
+        "no": {"a0": 2384.5561239, "a1": 0.4851297, "a2": -1.573699, "a3": 0.1028684},
+        "no2": {"a0": 6141.5933846, "a1": -0.1479105, "a2": -0.1959212},
+        "o3": {"a0": 6134.694, "a1": -0.2636486, "a2": -0.2597192, "a3": 0.1249437},
+    },
+    "ASE_NL_02": {
+        "co": {"a0": 3123.947, "a1": 0.2330306, "a2": 0.1435263},
+        "no": {"a0": 2381.920, "a1": 0.4505375, "a2": -1.038786, "a3": 0.08234221},
+        "no2": {"a0": 6146.235, "a1": -0.1408712, "a2": -0.05854314},
+        "o3": {"a0": 6139.573, "a1": -0.2221841, "a2": -0.2195846, "a3": -0.03732094},
+    },
+}
 # Nijmegen, where Smart Emission ran; boxes are spread ~1 km apart from here.
 BASE_POSITION = (5.8604, 51.8447, 12.0)  # lon, lat, altitude (m)
 
@@ -79,6 +101,12 @@ def _jitter(*key: object) -> float:
     """A deterministic value in [-1, 1) from the key."""
     digest = hashlib.blake2b("|".join(map(str, key)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**63 - 1.0
+
+
+def _level(measurement: str, ch: Channel, ns: int) -> float:
+    """A channel's level at ``ns``: its daily cycle plus a small deterministic jitter."""
+    day_phase = math.sin(2 * math.pi * ((ns // 1_000_000_000 % 86400) / 86400 - 0.375))
+    return ch.base + ch.swing * day_phase + 0.05 * ch.swing * _jitter(measurement, ch.name, ns)
 
 
 class AirSensEURSim:
@@ -120,11 +148,9 @@ class AirSensEURSim:
         ch = channel if isinstance(channel, Channel) else self._channel(channel)
         ns = ns_of(when)
         seconds = ns // 1_000_000_000
-        day_phase = math.sin(2 * math.pi * ((seconds % 86400) / 86400 - 0.375))
-        jitter = _jitter(measurement, ch.name, ns)
-        evaluated = ch.base + ch.swing * day_phase + 0.05 * ch.swing * jitter
+        evaluated = _level(measurement, ch, ns)
         if ch.kind == "gas":
-            raw = max(0, min(65535, round(evaluated)))
+            raw = max(0, min(65535, round(self.gas_reading(measurement, ch, evaluated, when))))
             evaluated = float(raw)
         elif ch.kind == "temperature":  # SHT31: T = -45 + 175 * raw / 65535
             raw = round((evaluated + 45) * 65535 / 175)
@@ -151,6 +177,30 @@ class AirSensEURSim:
             else 0.0,
             "altitude": float(alt) if fix else 0.0,
         }
+
+    def truth(self, measurement: str, channel: str, when: datetime) -> float:
+        """What a channel measures at ``when``: a gas's true concentration (ug/m3), or
+        the value a meteo channel reports."""
+        ch = self._channel(channel)
+        if ch.kind != "gas":
+            return float(self.sample(measurement, ch, when)["sampleEvaluatedVal"])
+        return _level(measurement, ch, ns_of(when))
+
+    def gas_reading(self, measurement: str, ch: Channel, c: float, when: datetime) -> float:
+        """The raw reading Rs of the box's linear model for concentration ``c``."""
+        a = LINEAR_MODELS.get(measurement, LINEAR_MODELS["ASE_NL_01"])[ch.gas or ""]
+        t = self._meteo(measurement, "Tempe", when)
+        if ch.gas == "co":
+            return a["a0"] + a["a1"] * c + a["a2"] * self._meteo(measurement, "Humid", when)
+        if ch.gas == "no":
+            return a["a0"] + a["a1"] * c + a["a2"] * t + a["a3"] * t * t
+        if ch.gas == "no2":
+            return a["a0"] + a["a1"] * c + a["a2"] * t
+        no2 = self.truth(measurement, "NO2B43F", when)
+        return a["a0"] + a["a1"] * c + a["a2"] * no2 + a["a3"] * t
+
+    def _meteo(self, measurement: str, name: str, when: datetime) -> float:
+        return float(self.sample(measurement, name, when)["sampleEvaluatedVal"])
 
     def line(self, measurement: str, channel: Channel | str, when: datetime) -> str:
         """One point in line protocol, ``name`` as tag, the rest as typed fields."""

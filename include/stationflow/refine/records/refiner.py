@@ -86,7 +86,7 @@ class RefineResult:
     # hourly values outside their indicator's range: (record unique_id, indicator, value)
     out_of_range: list[tuple[str, str, float]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # indicator -> why (once a batch)
-    samples: int = 0  # samples read
+    samples: dict[str, int] = field(default_factory=dict)  # record unique_id -> samples read
 
     def merge(self, other: RefineResult) -> None:
         self.rows += other.rows
@@ -94,7 +94,7 @@ class RefineResult:
         self.bad_samples.update(other.bad_samples)
         self.out_of_range += other.out_of_range
         self.skipped.update(other.skipped)
-        self.samples += other.samples
+        self.samples.update(other.samples)
 
     def bad_sample_totals(self) -> dict[str, int]:
         """'field: reason' -> samples, over the batch."""
@@ -153,7 +153,8 @@ def refine_type(
     if not good:
         return result
     cols = kind.combine(parsed, defs, fields)
-    result.samples = len(cols.record)
+    per_record = np.bincount(cols.record, minlength=len(good))
+    result.samples = {r.unique_id: int(n) for r, n in zip(good, per_record, strict=True)}
     for (i, name, reason), n in cols.problem_counts().items():
         result.bad_samples[(good[i].unique_id, name, reason)] += n
     values = _convert(defs, plan, inputs, cols, good, calibration, result.skipped)

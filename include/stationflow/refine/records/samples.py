@@ -237,3 +237,25 @@ class AseSamples:
 
 
 SAMPLES = {"jose": JoseneSamples, "ase": AseSamples}
+
+
+def records_from_rows(rows: Any, source: str = "<input>") -> list[RawRecord]:
+    """Raw-table rows as JSON gives them (a list of objects with device_id, day, hour, data
+    and optionally device_type, gid, revision) -> records; errors name the row and field."""
+    if not isinstance(rows, list):
+        raise ValueError(f"{source}: expected a list of raw rows")
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{source}: row {i} is not an object")
+        for key in ("device_id", "day", "hour"):
+            if type(row.get(key)) is not int:
+                raise ValueError(f"{source}: row {i}: {key!r} must be an integer")
+        if "data" not in row:
+            raise ValueError(f"{source}: row {i}: no 'data'")
+        out.append(RawRecord(
+            device_id=row["device_id"], day=row["day"], hour=row["hour"], data=row["data"],
+            device_type=str(row.get("device_type") or "jose"), gid=row.get("gid"),
+            revision=row.get("revision"),
+        ))  # fmt: skip
+    return out
