@@ -118,6 +118,11 @@ def _demo(args: argparse.Namespace) -> int:
             f"harvest:     smartem_harvest every hour (first run {runs['smartem_harvest']}):"
             " Whale API + influxd -> smartem_raw.timeseries"
         )
+        print(
+            "refine:      smartem_refine on every harvest (the raw Asset) ->"
+            " smartem_refined.timeseries; smartem_last every 10 min ->"
+            " smartem_rt.v_last_measurements"
+        )
     for dag_id, run_id in runs.items():
         if dag_id.startswith("icos_daily_"):
             print(f"yesterday:   {dag_id} {run_id} (collect, assemble, upload, verify)")

@@ -159,6 +159,8 @@ def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str
 
 COLLECTION_DAGS = ("icos_poll", "icos_collect")
 HARVEST_DAG = "smartem_harvest"
+# refine runs on the harvest's Asset events; last values every 10 minutes; calibrate weekly
+RECORD_DAGS = ("smartem_refine", "smartem_last", "smartem_calibrate")
 
 
 def _trigger(base: str, headers: dict, dag_id: str, logical_date: str | None = None) -> str:
@@ -183,6 +185,8 @@ def start_chains(base: str, password: str, settings: Settings) -> dict[str, str]
     headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
     # icos_reconcile stays paused: it would report the days before the demo existed
     chain = [*COLLECTION_DAGS, HARVEST_DAG]
+    if inv.sensor_networks:
+        chain += RECORD_DAGS
     for st in inv.stations:
         chain += [f"icos_daily_{st.id}", f"icos_halfhourly_{st.id}"]
     for dag_id in chain:
@@ -192,6 +196,7 @@ def start_chains(base: str, password: str, settings: Settings) -> dict[str, str]
     runs = {"icos_collect": _trigger(base, headers, "icos_collect")}
     if inv.sensor_networks:  # the record chain: the last 48 hours of every device at once
         runs[HARVEST_DAG] = _trigger(base, headers, HARVEST_DAG)
+        runs["smartem_last"] = _trigger(base, headers, "smartem_last")
     for st in inv.stations:  # a run after local midnight: its interval is yesterday's
         local = datetime.now(UTC) + timedelta(hours=st.utc_offset_hours)
         at = local.replace(hour=0, minute=30, second=0, microsecond=0)

@@ -101,6 +101,19 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
             ).fetchall()
         )
     assert kinds.get("jose", 0) >= 2 * 47 and kinds.get("ase", 0) >= 2 * 47, kinds
+    # ... refined by smartem_refine (triggered by the raw Asset) and the last values
+    deadline = time.monotonic() + 420
+    while True:
+        with psycopg.connect(sf(demo_env, "db", "url").stdout.strip()) as c:
+            refined, last = c.execute(
+                "SELECT (SELECT count(DISTINCT (device_id, day, hour))"
+                " FROM smartem_refined.timeseries), (SELECT count(*)"
+                " FROM smartem_rt.v_last_measurements_temperature)"
+            ).fetchone()
+        if refined >= sum(kinds.values()) and last == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert refined >= sum(kinds.values()) and last == 4, (refined, last)
 
     # yesterday's daily chain of both stations: every daily file accepted by the portal
     daily = dict(re.findall(r"^yesterday:\s+(\S+) (\S+)", first.stdout, re.M))

@@ -34,6 +34,9 @@ Document layout (one line, UTF-8)::
      "columns": ["time", ...], "values": [["2018-08-01T13:00:00Z", ...], ...]}
 
 with ``h`` in 1..24 covering (h-1):00-(h-1):59 UTC, as the Whale API and ``day_hour``.
+
+``last_record`` serves the Last Values ETL (seed 001, 4.2.4): the points of a box's last
+ten minutes, in the same document (date and hour: those of its newest point).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import re
 import statistics
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
@@ -54,11 +57,15 @@ from stationflow.collect.harvest import HarvestError
 from stationflow.collect.http_get import Fetcher, FetchError
 from stationflow.collect.raw_store import RawHour, Rejected, day_hour
 
+if TYPE_CHECKING:
+    from stationflow.refine.records.samples import RawRecord
+
 log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 _NS_PER_HOUR = 3_600_000_000_000
+_US = timedelta(microseconds=1)
 _RFC3339 = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)\Z"
 )
@@ -74,6 +81,8 @@ class InfluxSource:
     device_type = "ase"
     device_version = "1"
     chunk = timedelta(days=1)  # one query per UTC day at most
+    last_window = timedelta(minutes=10)  # last_record: the points up to the newest one
+    last_lookback = timedelta(days=1)  # ... written at most this long before "now"
 
     def __init__(
         self,
@@ -181,6 +190,58 @@ class InfluxSource:
             return self._measurement_of[device_id]
         except KeyError:
             raise KeyError(f"device {device_id} is not in the measurements mapping") from None
+
+    def last_record(self, device_id: int, now: datetime | None = None) -> RawRecord | None:
+        """The box's points of the ``last_window`` up to its newest point at or before
+        ``now`` (a box whose clock runs ahead cannot pin the values in the future), as one
+        ASE record shaped like a harvested hour; None when the box wrote nothing in the
+        ``last_lookback`` before ``now``. Any failure raises ``HarvestError``."""
+        from stationflow.refine.records.samples import RawRecord  # numpy: not for harvests
+
+        measurement = self.measurement_of(device_id)
+        end = _ns_of(now or datetime.now(UTC))
+        start = end - self.last_lookback // _US * 1000
+        m = quote_ident(measurement)
+        q = f"SELECT * FROM {m} WHERE time > {start} AND time <= {end}"  # noqa: S608
+        newest = self._points(device_id, measurement, f"{q} ORDER BY time DESC LIMIT 1")
+        if not newest:
+            return None
+        end = max(ns for ns, _ in newest)
+        start = end - self.last_window // _US * 1000
+        q = f"SELECT * FROM {m} WHERE time > {start} AND time <= {end}"  # noqa: S608
+        rows = self._points(device_id, measurement, q)
+        if not rows:  # written over in between: the next refresh will see it
+            return None
+        at = EPOCH + (end // _NS_PER_HOUR) * HOUR
+        raw = self._raw_hour(device_id, measurement, at, rows)
+        return RawRecord(device_id, raw.day, raw.hour, raw.body, device_type=self.device_type)
+
+    def _points(self, device_id: int, measurement: str, q: str) -> list[tuple[int, dict]]:
+        """Every point one /query answers, as the hour documents read them."""
+        body = self._get(device_id, measurement, q)
+        where = f"device {device_id} (measurement {measurement!r}): {self.url}/query q={q}"
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HarvestError(self._redact(f"{where}: not JSON ({e})")) from None
+        try:
+            result = _first_result(doc)
+            error = result.get("error") or doc.get("error")
+            if error is not None:
+                raise _BadShape(f"InfluxDB error: {error}")
+            series = result.get("series", [])
+            if not isinstance(series, list):
+                raise _BadShape("'series' is not a list")
+            if result.get("partial") or any(
+                isinstance(s, dict) and s.get("partial") for s in series
+            ):
+                raise _BadShape("a partial result; raise the server's [http] max-row-limit")
+            hours, bad = _rows_by_hour(series, EPOCH, datetime.max.replace(tzinfo=UTC))
+        except _BadShape as e:
+            raise HarvestError(self._redact(f"{where}: {e}")) from None
+        if bad:
+            raise HarvestError(self._redact(f"{where}: {next(iter(bad.values()))}"))
+        return [row for index in sorted(hours) for row in hours[index]]
 
     def fetch_device(
         self, device_id: int, since: datetime, until: datetime
@@ -436,6 +497,13 @@ def _whole_hour(value: datetime, name: str) -> datetime:
     if value != value.replace(minute=0, second=0, microsecond=0):
         raise ValueError(f"{name} must be a whole UTC hour, not {value.isoformat()}")
     return value
+
+
+def _ns_of(value: datetime) -> int:
+    """Nanoseconds since the epoch of an aware datetime, exact."""
+    if value.tzinfo is None:
+        raise ValueError("times must be timezone-aware (UTC)")
+    return (value - EPOCH) // _US * 1000
 
 
 def _rfc3339(value: datetime) -> str:

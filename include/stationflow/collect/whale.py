@@ -6,18 +6,23 @@ all ended: the hour still being filled is never stored). An hour body that is no
 API promises is handed back as ``Rejected`` with its bytes, so it is quarantined and the
 walk goes on; a listing that cannot be read, or a peer that does not answer, ends this
 device's walk with ``HarvestError`` (the orchestrator audits it; other devices go on).
+``last_record`` reads ``/devices/{id}/last`` for the Last Values ETL (seed 001, 4.2.4).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from stationflow.collect.harvest import HarvestError
 from stationflow.collect.http_get import Fetcher, FetchError
-from stationflow.collect.raw_store import RawHour, Rejected, hour_start
+from stationflow.collect.influxdb import EPOCH, parse_time_ns
+from stationflow.collect.raw_store import RawHour, Rejected, day_hour, hour_start
 from stationflow.formats import whale
+
+if TYPE_CHECKING:
+    from stationflow.refine.records.samples import RawRecord
 
 DEFAULT_BASE_PATH = "/sensors/v1"
 
@@ -88,6 +93,27 @@ class WhaleSource:
         except whale.WhaleFormatError as exc:
             raise HarvestError(str(exc)) from None
 
+    def last_record(self, device_id: int, now: datetime | None = None) -> RawRecord | None:
+        """The device's newest sample as a one-sample Josene record of the hour it fell in
+        (the API knows "now"; ``now`` is for sources that do not); None when it has none
+        (404). A body that is not one sample raises ``HarvestError`` naming the device."""
+        from stationflow.refine.records.samples import RawRecord  # numpy: not for harvests
+
+        path = f"/devices/{device_id}/last"
+        try:
+            body = self.fetcher.get(f"{self.url}{path}")
+        except FetchError as exc:
+            if exc.status == 404:
+                return None
+            raise HarvestError(f"device {device_id}: {exc}") from None
+        try:
+            sample, at = _last_sample(body, device_id, f"{self.url}{path}")
+        except whale.WhaleFormatError as exc:
+            raise HarvestError(f"device {device_id}: {exc}") from None
+        day, hour = day_hour(at)
+        doc = {"id": str(device_id), "timeseries": [sample]}
+        return RawRecord(device_id, day, hour, doc, device_type="jose")
+
     def fetch_device(
         self, device_id: int, since: datetime, until: datetime
     ) -> Iterator[RawHour | Rejected]:
@@ -127,3 +153,26 @@ class WhaleSource:
             lon=doc.lon,
             lat=doc.lat,
         )
+
+
+def _last_sample(body: bytes, device_id: int, what: str) -> tuple[dict[str, Any], datetime]:
+    """``/last``: one sample object of this device with an RFC 3339 ``time`` (UTC)."""
+    doc = whale.loads(body, what)
+    if not isinstance(doc, dict):
+        raise whale.WhaleFormatError(f"{what}: expected a JSON object, got {type(doc).__name__}")
+    if "id" in doc and not _same_id(doc["id"], device_id):
+        raise whale.WhaleFormatError(f"{what}: field 'id' is {doc['id']!r}, expected {device_id}")
+    try:
+        ns = parse_time_ns(doc["time"]) if isinstance(doc.get("time"), str) else None
+    except ValueError:
+        ns = None
+    if ns is None:
+        raise whale.WhaleFormatError(f"{what}: field 'time' is not an RFC 3339 time")
+    return doc, EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _same_id(value: Any, device_id: int) -> bool:
+    try:
+        return int(value) == device_id
+    except (TypeError, ValueError):
+        return False
