@@ -110,7 +110,7 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
                 " FROM smartem_refined.timeseries), (SELECT count(*)"
                 " FROM smartem_rt.v_last_measurements_temperature)"
             ).fetchone()
-        if refined >= sum(kinds.values()) and last == 4 or time.monotonic() > deadline:
+        if (refined >= sum(kinds.values()) and last == 4) or time.monotonic() > deadline:
             break
         time.sleep(5)
     assert refined >= sum(kinds.values()) and last == 4, (refined, last)
