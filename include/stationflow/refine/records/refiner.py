@@ -260,6 +260,7 @@ def _aggregate(
     else:
         lon = lat = np.full(n, np.nan)
     rows: list[RefinedRow] = []
+    ends = [r.hour_end for r in records]
     for name in wanted:
         if name not in values:
             continue
@@ -272,7 +273,7 @@ def _aggregate(
             calibration.models[ind.params["gas"]].model_id if ind.converter == "ann" else None
         )
         for i in np.flatnonzero(s.count > 0):
-            r = records[i]
+            r, end = records[i], ends[i]
             if not ind.min <= mean[i] <= ind.max:
                 result.out_of_range.append((r.unique_id, name, float(s.mean[i])))
                 continue
@@ -285,7 +286,7 @@ def _aggregate(
                     unit=ind.unit,
                     day=r.day,
                     hour=r.hour,
-                    time=r.hour_end,
+                    time=end,
                     value=float(mean[i]),
                     value_min=float(lo[i]),
                     value_max=float(hi[i]),

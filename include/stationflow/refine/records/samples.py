@@ -23,7 +23,7 @@ from stationflow.refine.records.definitions import DeviceDefs, RawField
 OK, MISSING, NULL, NOT_A_NUMBER, OUT_OF_RANGE = range(5)
 REASONS = ("ok", "missing", "null", "not a number", "out of range")
 ASE_BUCKET_S = 60  # AirSensEUR channels sampled within the same minute form one sample
-_NUMBER_TYPES = {int, float}
+_NUMBER_TYPES_OR_NONE = {int, float, type(None)}
 
 
 class RecordError(ValueError):
@@ -49,8 +49,10 @@ class RawRecord:
     @property
     def hour_end(self) -> datetime:
         """The end of the hour, the time a refined value is stamped with."""
-        d = datetime.strptime(str(self.day), "%Y%m%d").replace(tzinfo=UTC)
-        return d + timedelta(hours=self.hour)
+        d = self.day
+        return datetime(d // 10000, d // 100 % 100, d % 100, tzinfo=UTC) + timedelta(
+            hours=self.hour
+        )
 
 
 @dataclass
@@ -69,11 +71,10 @@ class SampleColumns:
             bad = codes != OK
             if not bad.any():
                 continue
-            pairs, counts = np.unique(
-                np.stack([self.record[bad], codes[bad]]), axis=1, return_counts=True
-            )
-            for (rec, code), c in zip(pairs.T, counts, strict=True):
-                out[(int(rec), name, REASONS[code])] = int(c)
+            key = self.record[bad].astype(np.int64) * len(REASONS) + codes[bad]
+            counts = np.bincount(key)
+            for k in np.flatnonzero(counts):
+                out[(int(k) // len(REASONS), name, REASONS[k % len(REASONS)])] = int(counts[k])
         return out
 
 
@@ -95,16 +96,30 @@ def _column(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A column of sample values -> float64 (NaN if not valid) and reason codes (None when
     every value is a valid number). ``present`` tells a missing key from a null."""
-    if set(map(type, values)) <= _NUMBER_TYPES:
-        col = np.array(values, dtype=np.float64)
+    types = set(map(type, values))
+    if types <= _NUMBER_TYPES_OR_NONE:  # None -> NaN, in C
+        try:
+            col = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range: counted below, not fatal
+            col = np.array(
+                [np.nan if v is None else v if abs(v) < 1e308 else np.inf for v in values],
+                dtype=np.float64,
+            )
         codes = None
+        if type(None) in types:
+            codes = np.zeros(len(values), dtype=np.int8)
+            none = np.isnan(col)
+            if present is None:
+                codes[none] = NULL
+            else:
+                codes[none] = np.where(np.asarray(present, dtype=bool)[none], NULL, MISSING)
     else:
         col = np.full(len(values), np.nan)
         codes = np.zeros(len(values), dtype=np.int8)
         for i, v in enumerate(values):
             t = type(v)
             if t is int or t is float:
-                col[i] = v
+                col[i] = v if abs(v) < 1e308 else np.inf  # beyond float range: out of range
             elif v is None:
                 codes[i] = NULL if present is None or present[i] else MISSING
             else:  # strings, booleans, objects: never numbers, whatever they spell
