@@ -38,7 +38,7 @@ def test_smartem_harvest_stores_both_harvesters_hours_and_updates_the_asset(
 
     network.tick(datetime.now(UTC))  # the boxes write their history into influxd
     with psycopg.connect(os.environ["STATIONFLOW_DB_URL"], autocommit=True) as c:
-        c.execute("TRUNCATE smartem_raw.timeseries, smartem_raw.harvester_progress")
+        c.execute("TRUNCATE smartem_raw.timeseries, smartem_raw.harvester_progress CASCADE")
     dag = dagbag.get_dag("smartem_harvest")
     run = dag.test()
     assert run.state == "success"
