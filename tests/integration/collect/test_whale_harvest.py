@@ -19,19 +19,12 @@ from stationflow.collect.raw_store import day_hour, hour_start, progress
 from stationflow.collect.whale import WhaleSource
 from stationflow.settings import PROJECT_ROOT
 from stationflow.sim.whale import WhaleSim
+from tests.clock import Clock
 
 TOKEN = "whale-bearer-7f3a9c"
 DEVICES = [23, 26, 31]
 H = timedelta(hours=1)
 T0 = datetime(2026, 1, 20, 10, 30, tzinfo=UTC)  # "now": hour 11 (10:00-10:59) is filling
-
-
-class Clock:
-    def __init__(self, t: datetime) -> None:
-        self.t = t
-
-    def __call__(self) -> datetime:
-        return self.t
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from stationflow.refine.records.refiner import Calibration, wanted_for
 from stationflow.refine.records.tasks import ase_calibration
 from stationflow.sim.airsenseur import AirSensEURSim
 from stationflow.sim.whale import WhaleSim, device_position
+from tests.clock import Clock
 from tests.influx_server import InfluxServer
 
 TOKEN = "whale-bearer-7f3a9c"
@@ -60,14 +61,6 @@ JOSE = [n for n in wanted_for(defs_for("jose"), INDICATORS) if n not in ("co", "
 # often than the rest), the one 20 minutes later does
 AT_T0 = [n for n in JOSE if n != "co2"]
 ROW = "device_id, name, value, value_raw, time, value_stale, lon, lat, device_name, unique_id"
-
-
-class Clock:
-    def __init__(self, t: datetime) -> None:
-        self.t = t
-
-    def __call__(self) -> datetime:
-        return self.t
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from stationflow.refine.records.run import refine_network
 from stationflow.refine.records.tasks import ase_calibration
 from stationflow.sim.airsenseur import CHANNELS, AirSensEURSim
 from stationflow.sim.whale import WhaleSim
+from tests.clock import Clock
 
 TOKEN = "whale-bearer-7f3a9c"
 DEVICES = [23, 26]
@@ -47,14 +48,6 @@ sensor_networks:
     indicators: {json.dumps([*JOSE, "o3", "co"])}
 """
 NET = parse_inventory(INVENTORY).network("se")
-
-
-class Clock:
-    def __init__(self, t: datetime) -> None:
-        self.t = t
-
-    def __call__(self) -> datetime:
-        return self.t
 
 
 @pytest.fixture
