@@ -9,7 +9,6 @@ record, field and reason; neither stops the batch.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,8 +27,6 @@ from stationflow.refine.records.samples import (
     SampleColumns,
     document,
 )
-
-log = logging.getLogger("stationflow.refine.records")
 
 
 @dataclass(frozen=True)
