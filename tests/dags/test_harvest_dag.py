@@ -4,7 +4,7 @@ the AirSensEUR boxes, harvested into smartem_raw.timeseries; the raw Asset gets 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -36,11 +36,15 @@ def test_smartem_harvest_stores_both_harvesters_hours_and_updates_the_asset(
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    network.tick(datetime.now(UTC))  # the boxes write their history into influxd
+    now = datetime.now(UTC)
+    network.tick(now)  # the boxes write their history into influxd
+    # the run of the previous hour: its interval ends before the hour now filling, so the
+    # window is the same whenever the run (or a retry) crosses the next hour
+    at = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     with psycopg.connect(os.environ["STATIONFLOW_DB_URL"], autocommit=True) as c:
         c.execute("TRUNCATE smartem_raw.timeseries, smartem_raw.harvester_progress CASCADE")
     dag = dagbag.get_dag("smartem_harvest")
-    run = dag.test()
+    run = dag.test(logical_date=at)
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {
@@ -48,8 +52,9 @@ def test_smartem_harvest_stores_both_harvesters_hours_and_updates_the_asset(
         "smartemission.harvest_influxdb_influx_ase": "success",
     }
     rows = raw_rows()
-    # 48 h look-back: 2 Josene devices and 2 ASE boxes, every ended hour (the one filling: no)
-    assert rows["jose"] == 2 * 48 and rows["ase"] == 2 * 48
+    tries = {ti.task_id: ti.try_number for ti in run.get_task_instances()}
+    # 48 h look-back up to the interval's end: 2 Josene devices and 2 ASE boxes
+    assert rows == {"jose": 2 * 48, "ase": 2 * 48}, tries
     with create_session() as session:
         events = (
             session.query(AssetEvent)
@@ -61,6 +66,6 @@ def test_smartem_harvest_stores_both_harvesters_hours_and_updates_the_asset(
         extras = [e.extra for e in events[-2:]]
     assert {e["harvester"] for e in extras} == {"whale:whale_api", "influxdb:influx_ase"}
     assert all(e["inserted"] == 96 for e in extras)
-    again = dag.test()  # a replay stores nothing new
+    again = dag.test(logical_date=at)  # a replay stores nothing new
     assert again.state == "success"
     assert raw_rows() == rows

@@ -5,7 +5,7 @@ the refined Asset gets an event; a second run finds nothing pending."""
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -42,10 +42,12 @@ def test_smartem_refine_refines_what_harvest_stored(airflow_db, dagbag, network)
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    network.tick(datetime.now(UTC))
+    now = datetime.now(UTC)
+    network.tick(now)
+    at = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)  # see harvest test
     with psycopg.connect(os.environ["STATIONFLOW_DB_URL"], autocommit=True) as c:
         c.execute("TRUNCATE smartem_raw.timeseries, smartem_raw.harvester_progress CASCADE")
-    assert dagbag.get_dag("smartem_harvest").test().state == "success"
+    assert dagbag.get_dag("smartem_harvest").test(logical_date=at).state == "success"
     dag = dagbag.get_dag("smartem_refine")
     run = dag.test()
     assert run.state == "success"
