@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,8 +49,9 @@ class Calibration:
     ase: Mapping[int, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class RefinedRow:
+class RefinedRow(NamedTuple):
+    """One hourly value (a tuple: a batch makes tens of thousands)."""
+
     device_id: int
     device_type: str
     name: str
@@ -69,7 +70,7 @@ class RefinedRow:
     model_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = self._asdict()
         d["time"] = self.time.isoformat()
         return d
 
@@ -258,40 +259,30 @@ def _aggregate(
         lon = lat = np.full(n, np.nan)
     rows: list[RefinedRow] = []
     ends = [r.hour_end for r in records]
+    lons = [None if np.isnan(x) else round(x, 6) for x in lon.tolist()]
+    lats = [None if np.isnan(x) else round(x, 6) for x in lat.tolist()]
     for name in wanted:
         if name not in values:
             continue
         ind = defs.indicators[name]
         s = aggregate.stats(rec, values[name], n, energetic=ind.energetic)
-        mean = aggregate.round_half_away(s.mean, ind.digits)
-        lo = aggregate.round_half_away(s.min, ind.digits)
-        hi = aggregate.round_half_away(s.max, ind.digits)
+        mean = aggregate.round_half_away(s.mean, ind.digits).tolist()
+        lo = aggregate.round_half_away(s.min, ind.digits).tolist()
+        hi = aggregate.round_half_away(s.max, ind.digits).tolist()
+        raw_mean, count = s.mean.tolist(), s.count.tolist()
         model_id = (
             calibration.models[ind.params["gas"]].model_id if ind.converter == "ann" else None
         )
-        for i in np.flatnonzero(s.count > 0):
-            r, end = records[i], ends[i]
+        for i in np.flatnonzero(s.count > 0).tolist():
+            r = records[i]
             if not ind.min <= mean[i] <= ind.max:
-                result.out_of_range.append((r.unique_id, name, float(s.mean[i])))
+                result.out_of_range.append((r.unique_id, name, raw_mean[i]))
                 continue
             rows.append(
                 RefinedRow(
-                    device_id=r.device_id,
-                    device_type=defs.device_type,
-                    name=name,
-                    label=ind.label,
-                    unit=ind.unit,
-                    day=r.day,
-                    hour=r.hour,
-                    time=end,
-                    value=float(mean[i]),
-                    value_min=float(lo[i]),
-                    value_max=float(hi[i]),
-                    sample_count=int(s.count[i]),
-                    lon=None if np.isnan(lon[i]) else round(float(lon[i]), 6),
-                    lat=None if np.isnan(lat[i]) else round(float(lat[i]), 6),
-                    raw_gid=r.gid,
-                    model_id=model_id,
+                    r.device_id, defs.device_type, name, ind.label, ind.unit, r.day, r.hour,
+                    ends[i], mean[i], lo[i], hi[i], count[i], lons[i], lats[i], r.gid,
+                    model_id,
                 )
-            )
+            )  # fmt: skip
     return rows

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stationflow.refine.records import aggregate
 from stationflow.refine.records import reference_loop as loop
@@ -316,6 +318,39 @@ def test_median_per_record() -> None:
     # an even count: the mean of the middle two, (2 + 5) / 2 = 3.5
     even = aggregate.median(np.zeros(4, dtype=np.int64), np.array([8.0, 2.0, 5.0, 1.0]), 1)
     assert even.tolist() == [3.5]
+
+
+@given(
+    counts=st.lists(st.integers(0, 40), min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_median_equals_numpy_median_for_even_and_lopsided_records(counts, data) -> None:
+    values = np.array(
+        data.draw(
+            st.lists(
+                st.one_of(st.floats(-1e6, 1e6), st.just(math.nan)),
+                min_size=sum(counts),
+                max_size=sum(counts),
+            )
+        ),
+        dtype=np.float64,
+    )
+    record = np.repeat(np.arange(len(counts)), counts)
+    got = aggregate.median(record, values, len(counts))
+    for i in range(len(counts)):
+        valid = values[(record == i) & np.isfinite(values)]
+        assert (np.isnan(got[i]) and not len(valid)) or got[i] == np.median(valid)
+
+
+def test_noise_octave_bounds_are_exact_energies() -> None:
+    """The octave range is checked on energies: the bounds are the exact edges of
+    lo <= 10*log10(E) <= hi, so no octave is let in or out that the log would not."""
+    from stationflow.refine.records.converters import _energy_range
+
+    for lo, hi in [(0.0, 195.0), (30.0, 120.0), (17.3, 88.8)]:
+        e_lo, e_hi = _energy_range(lo, hi)
+        assert 10 * np.log10(e_lo) >= lo > 10 * np.log10(np.nextafter(e_lo, 0))
+        assert 10 * np.log10(e_hi) <= hi < 10 * np.log10(np.nextafter(e_hi, np.inf))
 
 
 @pytest.mark.parametrize(

@@ -451,7 +451,7 @@ def assert_same_rows(
         mean = record_stats(rec, indicators, calibration).stats[key[1]].mean
         assert abs(mean / unit - math.floor(mean / unit) - 0.5) < 1e-6, (key, x, y, mean)
         if x is not None and y is not None:
-            assert replace(x, value=y.value) == y and abs(x.value - y.value) <= unit * 1.000001
+            assert x._replace(value=y.value) == y and abs(x.value - y.value) <= unit * 1.000001
         else:
             edge = (x or y).value  # type: ignore[union-attr]
             assert edge in (ind.min, ind.max), (key, x, y, mean)
