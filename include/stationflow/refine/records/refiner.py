@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from stationflow.refine.records import aggregate
+from stationflow.refine.records import aggregate, stored_columns
 from stationflow.refine.records.converters import ASE_COEFFICIENTS, CONVERTERS
 from stationflow.refine.records.definitions import DeviceDefs, defs_for
 from stationflow.refine.records.samples import (
@@ -26,6 +26,7 @@ from stationflow.refine.records.samples import (
     RecordError,
     SampleColumns,
     document,
+    typed,
 )
 
 
@@ -140,17 +141,28 @@ def refine_type(
     inputs = _inputs(defs, plan, calibration, result.skipped)
     fields = sorted({i for name in plan if name in inputs for i in inputs[name] if i in defs.raw})
     kind = SAMPLES[defs.device_type]
-    good: list[RawRecord] = []
+    stored = [r for r in records if r.columns is not None]
+    parts, good = [], []
+    if stored:  # columns extracted at harvest: no JSON to read
+        cols, unreadable = stored_columns.decode(stored, fields)
+        result.rejected += unreadable
+        failed = {id(r) for r, _ in unreadable}
+        good += [r for r in stored if id(r) not in failed]
+        parts.append(cols)
     parsed = []
     for r in records:
+        if r.columns is not None:
+            continue
         try:
             parsed.append(kind.parse(r, document(r), defs, fields))
             good.append(r)
         except RecordError as e:
             result.rejected.append((r, str(e)))
+    if parsed:
+        parts.append(typed(parsed, fields))
     if not good:
         return result
-    cols = kind.combine(parsed, defs, fields)
+    cols = SampleColumns.concat(parts, fields).checked(defs)
     per_record = np.bincount(cols.record, minlength=len(good))
     result.samples = {r.unique_id: int(n) for r, n in zip(good, per_record, strict=True)}
     for (i, name, reason), n in cols.problem_counts().items():

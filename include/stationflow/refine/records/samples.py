@@ -41,6 +41,7 @@ class RawRecord:
     device_type: str = "jose"
     gid: int | None = None
     revision: int | None = None
+    columns: bytes | None = None  # its samples as stored at harvest (stored_columns)
 
     @property
     def unique_id(self) -> str:
@@ -63,6 +64,35 @@ class SampleColumns:
     record: np.ndarray
     values: dict[str, np.ndarray] = field(default_factory=dict)
     reasons: dict[str, np.ndarray] = field(default_factory=dict)  # only fields with problems
+
+    def checked(self, defs: DeviceDefs) -> SampleColumns:
+        """These typed columns with each field's input range applied."""
+        out = SampleColumns(self.n_records, self.record)
+        for name, col in self.values.items():
+            col, codes = in_range(col, self.reasons.get(name), defs.raw[name])
+            out.values[name] = col
+            if codes is not None:
+                out.reasons[name] = codes
+        return out
+
+    @staticmethod
+    def concat(parts: Sequence[SampleColumns], fields: Sequence[str]) -> SampleColumns:
+        """The parts' records one after the other (their fields: ``fields``)."""
+        parts = [p for p in parts if p.n_records]
+        if len(parts) == 1:
+            return parts[0]
+        offsets = np.cumsum([0, *(p.n_records for p in parts)])
+        out = SampleColumns(
+            int(offsets[-1]),
+            np.concatenate([p.record + o for p, o in zip(parts, offsets, strict=False)]),
+        )
+        for name in fields:
+            out.values[name] = np.concatenate([p.values[name] for p in parts])
+            if any(name in p.reasons for p in parts):
+                out.reasons[name] = np.concatenate(
+                    [p.reasons.get(name, np.zeros(len(p.record), np.int8)) for p in parts]
+                )
+        return out
 
     def problem_counts(self) -> dict[tuple[int, str, str], int]:
         """(record index, field, reason) -> number of samples."""
@@ -91,16 +121,17 @@ def document(record: RawRecord) -> Mapping[str, Any]:
     return data
 
 
-def _column(
-    values: list[Any], present: Sequence[bool] | None, raw: RawField
+def typed_column(
+    values: list[Any], present: Sequence[bool] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A column of sample values -> float64 (NaN if not valid) and reason codes (None when
-    every value is a valid number). ``present`` tells a missing key from a null."""
+    """A column of sample values -> float64 (NaN where not a number; +inf beyond float
+    range) and reason codes (None when every value is a number). ``present`` tells a
+    missing key from a null. Ranges are checked later, by ``in_range``."""
     types = set(map(type, values))
     if types <= _NUMBER_TYPES_OR_NONE:  # None -> NaN, in C
         try:
             col = np.array(values, dtype=np.float64)
-        except OverflowError:  # an integer beyond float range: counted below, not fatal
+        except OverflowError:  # an integer beyond float range: out of range, not fatal
             col = np.array(
                 [np.nan if v is None else v if abs(v) < 1e308 else np.inf for v in values],
                 dtype=np.float64,
@@ -113,43 +144,46 @@ def _column(
                 codes[none] = NULL
             else:
                 codes[none] = np.where(np.asarray(present, dtype=bool)[none], NULL, MISSING)
-    else:
-        col = np.full(len(values), np.nan)
-        codes = np.zeros(len(values), dtype=np.int8)
-        for i, v in enumerate(values):
-            t = type(v)
-            if t is int or t is float:
-                col[i] = v if abs(v) < 1e308 else np.inf  # beyond float range: out of range
-            elif v is None:
-                codes[i] = NULL if present is None or present[i] else MISSING
-            else:  # strings, booleans, objects: never numbers, whatever they spell
-                codes[i] = NOT_A_NUMBER
-    finite = np.isfinite(col)
-    bad = ~finite
+        return col, codes
+    col = np.full(len(values), np.nan)
+    codes = np.zeros(len(values), dtype=np.int8)
+    for i, v in enumerate(values):
+        t = type(v)
+        if t is int or t is float:
+            col[i] = v if abs(v) < 1e308 else np.inf
+        elif v is None:
+            codes[i] = NULL if present is None or present[i] else MISSING
+        else:  # strings, booleans, objects: never numbers, whatever they spell
+            codes[i] = NOT_A_NUMBER
+    return col, codes
+
+
+def in_range(
+    col: np.ndarray, codes: np.ndarray | None, raw: RawField
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values outside the field's [min, max] (or not finite) become NaN, coded out of range
+    unless they already have a reason."""
+    bad = ~np.isfinite(col)
     if raw.min is not None:
         bad |= col < raw.min
     if raw.max is not None:
         bad |= col > raw.max
     if bad.any():
-        if codes is None:
-            codes = np.zeros(len(values), dtype=np.int8)
+        col = np.where(bad, np.nan, col)
+        codes = np.zeros(len(col), dtype=np.int8) if codes is None else codes.copy()
         codes[bad & (codes == OK)] = OUT_OF_RANGE
-        col[bad] = np.nan
     return col, codes
 
 
-def _columns(
-    n_records: int,
-    counts: Sequence[int],
-    fields: Sequence[str],
-    defs: DeviceDefs,
-    values_of,
-    present_of,
-) -> SampleColumns:
-    out = SampleColumns(n_records, np.repeat(np.arange(n_records), counts))
+def typed(parsed: Sequence[Sequence[Mapping[str, Any]]], fields: Sequence[str]) -> SampleColumns:
+    """Typed columns (ranges not yet checked) of ``fields`` over the parsed records' samples
+    (each sample a mapping of field -> value)."""
+    samples = [s for rec in parsed for s in rec]
+    out = SampleColumns(len(parsed), np.repeat(np.arange(len(parsed)), [len(r) for r in parsed]))
     for name in fields:
-        values = values_of(name)
-        col, codes = _column(values, present_of(name, values), defs.raw[name])
+        values = [s.get(name) for s in samples]
+        present = [name in s for s in samples] if None in values else None
+        col, codes = typed_column(values, present)
         out.values[name] = col
         if codes is not None:
             out.reasons[name] = codes
@@ -175,19 +209,7 @@ class JoseneSamples:
     def combine(
         parsed: Sequence[list[dict]], defs: DeviceDefs, fields: Sequence[str]
     ) -> SampleColumns:
-        samples = [s for ts in parsed for s in ts]
-
-        def present(name: str, values: list[Any]) -> list[bool] | None:
-            return [name in s for s in samples] if None in values else None
-
-        return _columns(
-            len(parsed),
-            [len(ts) for ts in parsed],
-            fields,
-            defs,
-            lambda name: [s.get(name) for s in samples],
-            present,
-        )
+        return typed(parsed, fields).checked(defs)
 
 
 def _time_s(value: Any) -> float:
@@ -240,15 +262,7 @@ class AseSamples:
     def combine(
         parsed: Sequence[list[dict[str, Any]]], defs: DeviceDefs, fields: Sequence[str]
     ) -> SampleColumns:
-        samples = [s for rec in parsed for s in rec]
-        return _columns(
-            len(parsed),
-            [len(rec) for rec in parsed],
-            fields,
-            defs,
-            lambda name: [s.get(name) for s in samples],
-            lambda name, values: [name in s for s in samples],
-        )
+        return typed(parsed, fields).checked(defs)
 
 
 SAMPLES = {"jose": JoseneSamples, "ase": AseSamples}
