@@ -15,6 +15,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
+from stationflow.refine.records.samples import RawRecord, RecordError
+from stationflow.refine.records.stored_columns import current_keys, extract
+
 # Columns COPY stages; smartem_raw.merge_stage() (sql/003) merges them into the table.
 _COLUMNS = (
     "unique_id",
@@ -35,6 +38,10 @@ _COLUMNS = (
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS raw_stage
     (LIKE smartem_raw.timeseries INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+"""
+_COLUMNS_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS columns_stage (device_id integer, day integer, hour integer,
+    content_hash text, fields_key text, body bytea) ON COMMIT DELETE ROWS
 """
 
 
@@ -134,15 +141,51 @@ def write_batch(
     with conn.transaction():
         if hours:
             conn.execute(_STAGE)
+            staged = _last_per_key(hours)
             with conn.cursor().copy(f"COPY raw_stage ({', '.join(_COLUMNS)}) FROM STDIN") as cp:
-                for h in _last_per_key(hours):
+                for h in staged:
                     cp.write_row(h.row())
+            need = _without_columns(conn, staged)
             merged = conn.execute("SELECT * FROM smartem_raw.merge_stage()").fetchone()
+            _store_columns(conn, need)
             result.inserted, result.updated, result.unchanged = merged
             result.unchanged += len(hours) - sum(merged)  # the same hour twice in one batch
         for r in rejected:
             result.quarantined += quarantine(conn, r)
     return result
+
+
+def _without_columns(conn: psycopg.Connection, staged: Sequence[RawHour]) -> list[RawHour]:
+    """The staged hours whose stored row has no usable sample-column set (new, changed, or
+    stored before sets or under another field list): only these are extracted."""
+    keys = {
+        tuple(k)
+        for k in conn.execute(
+            "SELECT * FROM smartem_raw.stage_without_columns(%s)", (current_keys(),)
+        )
+    }
+    return [h for h in staged if (h.device_id, h.day, h.hour) in keys]
+
+
+def _store_columns(conn: psycopg.Connection, hours: Sequence[RawHour]) -> None:
+    """Each hour's samples as columns, in the batch's transaction. An hour that is no raw
+    hour gets no set: the refiner reads its JSON and rejects it with the reason."""
+    rows = []
+    for h in hours:
+        try:
+            key, body = extract(RawRecord(h.device_id, h.day, h.hour, h.body, h.device_type))
+        except (RecordError, KeyError):
+            continue
+        rows.append((h.device_id, h.day, h.hour, h.content_hash, key, body))
+    if not rows:
+        return
+    conn.execute(_COLUMNS_STAGE)
+    with conn.cursor().copy(
+        "COPY columns_stage (device_id, day, hour, content_hash, fields_key, body) FROM STDIN"
+    ) as cp:
+        for row in rows:
+            cp.write_row(row)
+    conn.execute("SELECT smartem_raw.merge_columns()")
 
 
 def _last_per_key(hours: Sequence[RawHour]) -> list[RawHour]:

@@ -100,3 +100,57 @@ def test_rejected_bodies_are_quarantined_once(conn: psycopg.Connection) -> None:
     body, error = conn.execute("SELECT body, error FROM smartem_raw.quarantine").fetchone()
     assert (bytes(body), error) == (b'{"id": ', "not JSON at byte 9")
     assert rows(conn) == []
+
+
+def sets(conn: psycopg.Connection) -> dict[str, tuple]:
+    """unique_id -> (content hash matches the row's, fields key, set's xmin)."""
+    return {
+        uid: (same, key, xmin)
+        for uid, same, key, xmin in conn.execute(
+            "SELECT t.unique_id, c.content_hash = t.content_hash, c.fields_key, c.xmin::text"
+            " FROM smartem_raw.sample_columns c JOIN smartem_raw.timeseries t ON t.gid = c.raw_gid"
+        )
+    }
+
+
+def test_sample_columns_are_extracted_once_per_content(conn: psycopg.Connection) -> None:
+    from stationflow.refine.records.definitions import defs_for
+    from stationflow.refine.records.stored_columns import fields_key
+
+    key = fields_key(defs_for("jose"))
+    one = b'{"timeseries":[{"s_barometer":101325}]}'
+    write_batch(conn, [raw(23, 5, one), raw(23, 6, one), raw(23, 7, b'{"timeseries":7}')])
+    first = sets(conn)
+    # hour 7 is no raw hour: no set (the refiner reads its JSON and rejects it by name)
+    assert set(first) == {"23-20260120-5", "23-20260120-6"}
+    assert all(same and k == key for same, k, _ in first.values())
+    write_batch(conn, [raw(23, 5, one), raw(23, 6, one)])  # the look-back fetches again
+    assert sets(conn) == first  # same xmin: neither extracted nor written again
+    two = b'{"timeseries":[{"s_barometer":101325},{"s_barometer":101300}]}'
+    write_batch(conn, [raw(23, 6, two)])  # late data
+    after = sets(conn)
+    assert after["23-20260120-5"] == first["23-20260120-5"]
+    assert (
+        after["23-20260120-6"][:2] == (True, key)
+        and after["23-20260120-6"] != first["23-20260120-6"]
+    )
+    # a set under another field list (definitions changed) is replaced on the next fetch
+    conn.execute("UPDATE smartem_raw.sample_columns SET fields_key = 'old'")
+    write_batch(conn, [raw(23, 5, one)])
+    assert sets(conn)["23-20260120-5"][1] == key and sets(conn)["23-20260120-6"][1] == "old"
+
+
+def test_a_batch_failing_after_its_columns_leaves_none(
+    conn: psycopg.Connection, monkeypatch
+) -> None:
+    from stationflow.collect import raw_store
+
+    def crash(*_):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(raw_store, "quarantine", crash)  # runs after the columns are merged
+    body = b'{"timeseries":[{"s_barometer":101325}]}'
+    gone = Rejected(H, 23, 20260120, 6, "test", "bad", b"x")
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_batch(conn, [raw(23, 5, body)], [gone])
+    assert rows(conn) == [] and sets(conn) == {}

@@ -135,6 +135,22 @@ def test_rerun_and_replay_change_nothing(conn, sim, clock) -> None:
     assert refined(conn) == before  # same values, revisions and change numbers
 
 
+def test_harvested_hours_refine_from_their_sample_columns_like_from_json(conn, sim, clock) -> None:
+    harvest_whale(conn, sim, clock)
+    pending = refined_store.pending(conn, ["whale:whale_api"], limit=100)
+    assert len(pending) == 12
+    assert all(r.columns is not None and r.data is None for r in pending)  # no JSON read
+    refine_network(conn, NET, Calibration())
+    from_columns = refined(conn)
+    conn.execute("DELETE FROM smartem_raw.sample_columns")  # as hours harvested before sets
+    assert all(r.data and r.columns is None for r in refined_store.pending(
+        conn, ["whale:whale_api"], limit=100, since=T0 - 24 * H, until=T0 + H
+    ))  # fmt: skip
+    replay = refine_network(conn, NET, Calibration(), since=T0 - 24 * H, until=T0 + H)
+    assert (replay.hours, replay.inserted, replay.updated, replay.unchanged) == (12, 0, 0, 84)
+    assert refined(conn) == from_columns
+
+
 def test_late_data_refines_the_changed_hours_again(conn, sim, clock) -> None:
     harvest_whale(conn, sim, clock)
     refine_network(conn, NET, Calibration())

@@ -19,6 +19,7 @@ import psycopg
 
 from stationflow.refine.records.refiner import RefineResult
 from stationflow.refine.records.samples import RawRecord
+from stationflow.refine.records.stored_columns import current_keys
 
 _COLUMNS = (
     "unique_id", "device_id", "device_type", "name", "label", "unit", "day", "hour", "time",
@@ -28,10 +29,14 @@ _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS refined_stage
     (LIKE smartem_refined.timeseries INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
 """
+# The JSON text only for hours without a usable sample-column set (sql/006).
 _SELECT = """
-SELECT r.gid, r.revision, r.device_id, r.day, r.hour, r.device_type, r.data::text
+SELECT r.gid, r.revision, r.device_id, r.day, r.hour, r.device_type,
+       CASE WHEN c.raw_gid IS NULL THEN r.data::text END, c.body
   FROM smartem_raw.timeseries r
   LEFT JOIN smartem_refined.raw_state s ON s.raw_gid = r.gid
+  LEFT JOIN smartem_raw.sample_columns c ON c.raw_gid = r.gid
+        AND c.content_hash = r.content_hash AND c.fields_key = ANY (%(keys)s)
  WHERE r.harvester = ANY (%(harvesters)s) AND r.gid > %(after)s
 """
 
@@ -65,10 +70,10 @@ def pending(
         sql += " AND (s.raw_gid IS NULL OR s.raw_revision <> r.revision)"
     sql += " ORDER BY r.gid LIMIT %(limit)s"
     params = {"harvesters": list(harvesters), "after": after, "since": since,
-              "until": until, "limit": limit}  # fmt: skip
+              "until": until, "limit": limit, "keys": current_keys()}  # fmt: skip
     return [
-        RawRecord(device_id=d, day=day, hour=h, data=text, device_type=t, gid=gid, revision=rev)
-        for gid, rev, d, day, h, t, text in conn.execute(sql, params)
+        RawRecord(d, day, h, text, t, gid, rev, None if body is None else bytes(body))
+        for gid, rev, d, day, h, t, text, body in conn.execute(sql, params)
     ]
 
 
