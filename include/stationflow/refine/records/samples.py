@@ -139,7 +139,8 @@ def typed_column(
         codes = None
         if type(None) in types:
             codes = np.zeros(len(values), dtype=np.int8)
-            none = np.isnan(col)
+            # None only: a NaN float is a number out of range, whatever else the column holds
+            none = np.fromiter((v is None for v in values), bool, len(values))
             if present is None:
                 codes[none] = NULL
             else:

@@ -100,34 +100,41 @@ def decode(
     """Typed columns (ranges not yet checked) of ``fields`` over the records' stored column
     sets, and the records whose set cannot be read, with why."""
     blocks, counts, coded, bad = [], [], [], []
+    layouts = set()
     for r in records:
         try:
             rows, code_rows, n, start = _layout(r.columns)
+            missing = [f for f in fields if f not in rows]
+            if missing:
+                raise ColumnsError(f"no field {', '.join(missing)}")
             block = np.frombuffer(r.columns, "<f8", len(rows) * n, start).reshape(len(rows), n)
-            block = block[[rows[f] for f in fields]]
-        except (ColumnsError, KeyError, ValueError, struct.error) as e:
+        except (ColumnsError, ValueError, struct.error) as e:
             bad.append((r, f"raw record {r.unique_id}: stored columns unreadable: {e}"))
             continue
         if code_rows:
             codes = np.frombuffer(r.columns, np.int8, offset=start + 8 * len(rows) * n)
-            coded.append(
-                (len(blocks), {f: codes[i * n : (i + 1) * n] for f, i in code_rows.items()})
-            )
-        blocks.append(block)
+            coded.append((len(blocks), code_rows, codes.reshape(len(code_rows), n)))
+        layouts.add(id(rows))  # headers are cached: one dict per distinct field list
+        blocks.append((rows, block))
         counts.append(n)
     out = SampleColumns(len(blocks), np.repeat(np.arange(len(blocks)), counts))
     if not blocks:
         out.values = {f: np.zeros(0) for f in fields}
         return out, bad
-    values = np.concatenate(blocks, axis=1)
-    out.values = dict(zip(fields, values, strict=True))
+    if len(layouts) == 1:  # the usual case: one copy of every set, then a view per field
+        rows = blocks[0][0]
+        values = np.concatenate([b for _, b in blocks], axis=1)
+        out.values = {f: values[rows[f]] for f in fields}
+    else:
+        values = np.concatenate([b[[rows[f] for f in fields]] for rows, b in blocks], axis=1)
+        out.values = dict(zip(fields, values, strict=True))
     if coded:
         offsets = np.concatenate(([0], np.cumsum(counts)))
         for f in fields:
-            if any(f in c for _, c in coded):
+            having = [(i, c[rows[f]]) for i, rows, c in coded if f in rows]
+            if having:
                 column = np.zeros(int(offsets[-1]), np.int8)
-                for i, c in coded:
-                    if f in c:
-                        column[offsets[i] : offsets[i + 1]] = c[f]
+                for i, codes in having:
+                    column[offsets[i] : offsets[i + 1]] = codes
                 out.reasons[f] = column
     return out, bad

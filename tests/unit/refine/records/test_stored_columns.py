@@ -133,3 +133,19 @@ def test_extract_names_the_hour_that_is_no_raw_hour() -> None:
     rec = RawRecord(26, 20160628, 5, {"timeseries": [{"s_barometer": 1}, 7]})
     with pytest.raises(RecordError, match=r"26-20160628-5: timeseries\[1\]"):
         stored_columns.extract(rec)
+
+
+def test_a_nan_float_is_out_of_range_whatever_else_its_column_holds() -> None:
+    """Found by the generated batches: a NaN counted as null when a None shared its column
+    in the batch, so one hour's reasons depended on its neighbours."""
+    nan_only = RawRecord(26, 20160628, 1, {"timeseries": [{"s_co2": float("nan")}]})
+    mixed = RawRecord(
+        26, 20160628, 2, {"timeseries": [{"s_co2": float("nan")}, {"s_co2": None}, {}]}
+    )
+    res = refine([nan_only, mixed], ["co2"])
+    assert res.bad_samples == {
+        ("26-20160628-1", "s_co2", "out of range"): 1,
+        ("26-20160628-2", "s_co2", "out of range"): 1,
+        ("26-20160628-2", "s_co2", "null"): 1,
+        ("26-20160628-2", "s_co2", "missing"): 1,
+    }
