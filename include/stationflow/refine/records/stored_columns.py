@@ -76,9 +76,15 @@ def encode(fields: Sequence[str], cols: SampleColumns) -> bytes:
 
 
 @lru_cache(maxsize=64)
+def _rows(fields: tuple[str, ...]) -> dict[str, int]:
+    """One dict per field list: sets with the same list are concatenated in one go."""
+    return {f: i for i, f in enumerate(fields)}
+
+
+@lru_cache(maxsize=1024)
 def _header(raw: bytes) -> tuple[dict[str, int], dict[str, int]]:
     h = orjson.loads(raw)
-    return {f: i for i, f in enumerate(h["fields"])}, {f: i for i, f in enumerate(h["codes"])}
+    return _rows(tuple(h["fields"])), {f: i for i, f in enumerate(h["codes"])}
 
 
 def _layout(body: bytes) -> tuple[dict[str, int], dict[str, int], int, int]:
@@ -114,7 +120,7 @@ def decode(
         if code_rows:
             codes = np.frombuffer(r.columns, np.int8, offset=start + 8 * len(rows) * n)
             coded.append((len(blocks), code_rows, codes.reshape(len(code_rows), n)))
-        layouts.add(id(rows))  # headers are cached: one dict per distinct field list
+        layouts.add(id(rows))
         blocks.append((rows, block))
         counts.append(n)
     out = SampleColumns(len(blocks), np.repeat(np.arange(len(blocks)), counts))
