@@ -54,7 +54,7 @@ ROW_BY_ROW = (
 
 
 def empty(conn: psycopg.Connection) -> None:
-    conn.execute("TRUNCATE smartem_raw.timeseries, smartem_raw.harvester_progress")
+    conn.execute("TRUNCATE smartem_raw.timeseries, smartem_raw.harvester_progress CASCADE")
     conn.commit()
 
 
