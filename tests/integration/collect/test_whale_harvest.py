@@ -34,17 +34,6 @@ def conn(state_db: str) -> Iterator[psycopg.Connection]:
         yield c
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def sim(clock: Clock) -> Iterator[WhaleSim]:
-    with WhaleSim(DEVICES, token=TOKEN, clock=clock, history_hours=72) as s:
-        yield s
-
-
 def source(sim: WhaleSim, token: str = TOKEN, **kw) -> WhaleSource:
     kw.setdefault("backoff", 0.01)
     return WhaleSource(url=sim.url, connection_id="whale_api", token=token, **kw)

@@ -71,23 +71,6 @@ def conn(state_db: str) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def sim(clock: Clock) -> Iterator[WhaleSim]:
-    with WhaleSim(DEVICES, token=TOKEN, clock=clock, history_hours=72) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
-    with InfluxServer(tmp_path_factory.mktemp("influxd")) as server:
-        yield server
-
-
-@pytest.fixture
 def boxes(influxd: InfluxServer, clock: Clock) -> AirSensEURSim:
     """Two ASE boxes that reported every minute of the last hour up to T0 (exclusive)."""
     s = AirSensEURSim(influxd.url, f"ase_{uuid.uuid4().hex[:10]}", BOXES, clock=clock)

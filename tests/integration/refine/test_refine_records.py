@@ -56,17 +56,6 @@ def conn(state_db: str) -> Iterator[psycopg.Connection]:
         yield c
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def sim(clock: Clock) -> Iterator[WhaleSim]:
-    with WhaleSim(DEVICES, token=TOKEN, clock=clock, history_hours=72) as s:
-        yield s
-
-
 def harvest_whale(conn: psycopg.Connection, sim: WhaleSim, clock: Clock, hours: int = 6):
     src = WhaleSource(url=sim.url, connection_id="whale_api", token=TOKEN, backoff=0.01)
     return harvest(conn, src, until=clock.t, now=clock.t, lookback=hours * H, workers=2)
