@@ -20,11 +20,15 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when the pins or the packaging change.
-$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+# Reinstall only when the pins or the packaging change. The STA test/demo server
+# (django-ogc-sensorthings) pins its own Django, so it gets a venv of its own, .venv-sta,
+# built from requirements-sta.txt; ensure_venv() is a no-op while its sha256 stamp matches.
+$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt pyproject.toml \
+		requirements-sta.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -c "from stationflow.sim.sta_server import ensure_venv; ensure_venv()"
 	@touch $@
 
 install: $(STAMP)
@@ -60,4 +64,4 @@ constraints:
 	rm -rf .venv-freeze
 
 clean:
-	rm -rf $(VENV) build dist include/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-sta build dist include/*.egg-info .pytest_cache .ruff_cache

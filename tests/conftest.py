@@ -19,6 +19,7 @@ import pytest
 from psycopg import sql
 
 from stationflow.settings import PROJECT_ROOT
+from stationflow.sim.sta_server import StaServer
 from stationflow.state import embedded
 from stationflow.state.db import ensure_database
 from stationflow.state.migrate import migrate
@@ -84,3 +85,22 @@ def state_db(fresh_db: str) -> str:
 def conn(state_db: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(state_db) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def sta_server(pg_server: embedded.ServerInfo) -> Iterator[StaServer]:
+    """One real STA v1.1 server (django-ogc-sensorthings in .venv-sta) for the session.
+
+    It stores into the database ``sta`` of the session PostgreSQL; its log is
+    ``<session tmp>/sta-server.log``. Tests use ``sta`` (emptied first) rather than this.
+    """
+    server = StaServer(pg_server.url("sta"), log_path=_SESSION["tmp"] / "sta-server.log")
+    with server:
+        yield server
+
+
+@pytest.fixture
+def sta(sta_server: StaServer) -> StaServer:
+    """The session's STA server with every entity deleted (``clear()``)."""
+    sta_server.clear()
+    return sta_server
