@@ -261,3 +261,16 @@ def test_replay_repairs_what_the_server_lost_and_duplicated(conn, refined, sta):
     replay = publish_network(conn, NET, target(sta), since=T0 - 24 * H, until=T0)
     assert replay.deleted == sum(1 for d, n, _ in refined if (d, n) == (26, "co2"))
     assert_server_matches(client, conn)
+
+
+def test_a_value_that_cannot_be_sent_fails_alone(conn, refined, sta):
+    (bad,) = conn.execute(
+        "UPDATE smartem_refined.timeseries SET value = 'NaN' WHERE gid ="
+        " (SELECT min(gid) FROM smartem_refined.timeseries) RETURNING device_id, name, time"
+    ).fetchall()
+    s = publish_network(conn, NET, target(sta))
+    assert (s.published, s.failed) == (len(refined) - 1, 1)
+    assert "not finite" in s.errors[0]
+    got = {(d, n, t) for d, n, t, *_ in server_observations(StaClient(sta.url))}
+    assert got == set(refined) - {bad}
+    assert ledger_states(conn) == {"published": len(refined) - 1, "failed": 1}

@@ -21,6 +21,7 @@ only a missing one is created.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -284,9 +285,14 @@ class StaTarget:
 
     def publish(self, rows: Sequence[PublishRow], *, verify: bool = False) -> list[Outcome]:
         """Send the rows; an Outcome per row, in order."""
+        given = rows
+        outcome: dict[Key, Outcome] = {}
+        for r in rows:
+            if not math.isfinite(r.value):  # JSON has no NaN: never sent
+                outcome[r.key] = Outcome(r.key, r.revision, error=f"value {r.value} is not finite")
+        rows = [r for r in rows if r.key not in outcome]
         self.follow(rows)
         obs = {r.key: self.observation(r) for r in rows}
-        outcome: dict[Key, Outcome] = {}
         ask = [r for r in rows if r.state is not None and (r.remote_id is None or verify)]
         held = self.held(ask) if ask else {}
         create: list[PublishRow] = []
@@ -329,7 +335,7 @@ class StaTarget:
                 remote_id,
                 None if remote_id is not None else "the server refused the Observation",
             )
-        return [outcome[r.key] for r in rows]
+        return [outcome[r.key] for r in given]
 
     def delete(self, remote_ids: Sequence[Any]) -> int:
         """Delete Observations of values that no longer exist; how many were there."""
