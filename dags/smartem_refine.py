@@ -15,10 +15,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, get_current_context, task
-from airflow.timetables.assets import AssetOrTimeSchedule
-from airflow.timetables.interval import CronDataIntervalTimetable
 
-from stationflow.assets import raw_asset, refined_asset
+from stationflow.assets import assets_or_cron, raw_asset, refined_asset
 from stationflow.config import load_inventory
 from stationflow.dag_defaults import DEFAULT_ARGS, START_DATE
 
@@ -36,19 +34,9 @@ def refine(network_id: str) -> dict:
     return summary
 
 
-def _schedule():
-    hourly = CronDataIntervalTimetable("30 * * * *", timezone="UTC")
-    if not RAW_ASSETS:
-        return hourly
-    assets = RAW_ASSETS[0]
-    for a in RAW_ASSETS[1:]:
-        assets = assets | a
-    return AssetOrTimeSchedule(timetable=hourly, assets=assets)
-
-
 @dag(
     dag_id="smartem_refine",
-    schedule=_schedule(),
+    schedule=assets_or_cron(RAW_ASSETS, "30 * * * *"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -45,6 +45,8 @@ def running_network(home: Path, monkeypatch, inv: Inventory = INV) -> Iterator[N
         }
         if ep.login:
             conn.update(login=ep.login, password=secrets.token_urlsafe(12))
+        if ep.extra:
+            conn["extra"] = ep.extra
         monkeypatch.setenv(f"AIRFLOW_CONN_{ep.conn_id.upper()}", json.dumps(conn))
     monkeypatch.setenv("STATIONFLOW_HOME", str(home))
     net = Network(inv, home, base).build(datetime.now(UTC))

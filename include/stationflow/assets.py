@@ -21,3 +21,17 @@ def refined_asset(network_id: str) -> Asset:
         uri=f"stationflow://smartem_refined/timeseries/{network_id}",
         group="smartemission",
     )
+
+
+def assets_or_cron(assets: list[Asset], cron: str):
+    """Run when any of ``assets`` is updated and on ``cron`` (UTC) as a safety net."""
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    timetable = CronDataIntervalTimetable(cron, timezone="UTC")
+    if not assets:
+        return timetable
+    condition = assets[0]
+    for a in assets[1:]:
+        condition = condition | a
+    return AssetOrTimeSchedule(timetable=timetable, assets=condition)

@@ -123,6 +123,8 @@ def _demo(args: argparse.Namespace) -> int:
             " smartem_refined.timeseries; smartem_last every 10 min ->"
             " smartem_rt.v_last_measurements"
         )
+        for conn_id, url in demo.publish_targets(settings).items():
+            print(f"publish:     smartem_publish on every refine -> {conn_id} {url}")
     for dag_id, run_id in runs.items():
         if dag_id.startswith("icos_daily_"):
             print(f"yesterday:   {dag_id} {run_id} (collect, assemble, upload, verify)")

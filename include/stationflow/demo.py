@@ -160,7 +160,7 @@ def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str
 COLLECTION_DAGS = ("icos_poll", "icos_collect")
 HARVEST_DAG = "smartem_harvest"
 # refine runs on the harvest's Asset events; last values every 10 minutes; calibrate weekly
-RECORD_DAGS = ("smartem_refine", "smartem_last", "smartem_calibrate")
+RECORD_DAGS = ("smartem_refine", "smartem_publish", "smartem_last", "smartem_calibrate")
 
 
 def _trigger(base: str, headers: dict, dag_id: str, logical_date: str | None = None) -> str:
@@ -309,3 +309,17 @@ def stop(settings: Settings) -> list[str]:
         stopped.append(f"embedded PostgreSQL (pid {pg_pid})")
     _write_state(settings, state)
     return stopped
+
+
+def publish_targets(settings: Settings) -> dict[str, str]:
+    """Where the demo's publish targets listen: {connection id: service URL}."""
+    from stationflow.config import load_inventory
+    from stationflow.sim.network import HOST, plan
+
+    inv = load_inventory(settings.config)
+    eps = plan(inv).endpoints
+    return {
+        t.connection_id: f"http://{HOST}:{eps[t.connection_id].port}{eps[t.connection_id].extra['path']}"
+        for net in inv.sensor_networks
+        for t in net.publish
+    }

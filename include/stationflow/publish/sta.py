@@ -62,9 +62,8 @@ def iso(t: datetime) -> str:
     """UTC ISO 8601 with ``Z``: what every STA server parses."""
     if t.tzinfo is None:
         raise ValueError(f"naive datetime {t!r}: STA times must be timezone-aware")
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + (
-        f".{t.microsecond:06d}Z" if t.microsecond else "Z"
-    )
+    u = t.astimezone(UTC)
+    return u.strftime("%Y-%m-%dT%H:%M:%S") + (f".{u.microsecond:06d}Z" if u.microsecond else "Z")
 
 
 def ref(entity_id: Id) -> dict[str, Id]:
@@ -369,7 +368,7 @@ class StaClient:
         if self.data_array:
             try:
                 return self._create_data_array(observations)
-            except StaRejected as exc:
+            except (StaRejected, StaUnavailable) as exc:
                 if exc.status not in _NOT_SUPPORTED:
                     raise
                 self.data_array = False

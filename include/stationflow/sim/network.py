@@ -4,7 +4,9 @@
 writer for each LoggerNet logger, a Modbus logger (Modbus/TCP, or RTU behind a serial
 server) for each polled logger, an FTP server publishing .ghg half-hours for each SmartFlux
 that is pulled, a station pushing its SmartFlux files to our FTP push server, a TCP device
-for each health check and a relay that power-cycles them.
+for each health check and a relay that power-cycles them; per sensor network its Whale API
+and influxd, and the publish targets: a real STA server (django-ogc-sensorthings, its own
+venv, database ``sta`` of the project's PostgreSQL) and the SOS-T simulator.
 
 Ports are fixed from a base (``STATIONFLOW_SIM_PORT_BASE``, default 15000) in inventory
 order, so the Airflow Connections the demo creates stay valid across restarts. Accounts and
@@ -13,6 +15,7 @@ passwords are read from those Connections: the simulator knows nothing the proje
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -48,6 +51,7 @@ class Endpoint:
     login: str | None = None  # a password is generated once, kept in the Connection only
     schema: str | None = None
     role: str = ""
+    extra: dict | None = None  # the Connection's extra (e.g. a service path)
 
 
 @dataclass
@@ -112,6 +116,15 @@ def plan(inv: Inventory, base: int | None = None) -> Plan:
             p.add(
                 Endpoint(h.connection_id, "http", next(nxt), login=net.id, schema="http", role=role)
             )
+        for t in net.publish:  # the STA server and the SOS simulator of the demo
+            path = "/sensorthings/v1.1" if t.kind == "sta" else "/service"
+            role = f"{'SensorThings API' if t.kind == 'sta' else 'SOS-T'} {net.id}"
+            p.add(
+                Endpoint(
+                    t.connection_id, "http", next(nxt), schema="http", role=role,
+                    extra={"path": path},
+                )
+            )  # fmt: skip
     return p
 
 
@@ -139,6 +152,7 @@ def ensure_connections(inv: Inventory, base: int | None = None) -> list[str]:
                     schema=ep.schema,
                     password=secrets.token_urlsafe(18) if ep.login else None,
                     description=f"demo network: {ep.role}",
+                    extra=json.dumps(ep.extra) if ep.extra else None,
                 )
             )
             created.append(ep.conn_id)
@@ -148,10 +162,19 @@ def ensure_connections(inv: Inventory, base: int | None = None) -> list[str]:
 class Network:
     """Every simulated peer of the inventory, started together; ``tick`` moves time on."""
 
-    def __init__(self, inv: Inventory, home: Path, base: int | None = None):
+    def __init__(
+        self,
+        inv: Inventory,
+        home: Path,
+        base: int | None = None,
+        *,
+        sta_database_url: str | None = None,
+    ):
+        """``sta_database_url``: where the STA server stores (none: no STA server)."""
         from stationflow.connections import get_connection
 
         self.inv, self.home, self.plan = inv, home, plan(inv, base)
+        self.sta_database_url = sta_database_url
         self._conn = get_connection
         self.loggernet: list[tuple[Station, object]] = []
         self.servers: list[object] = []  # anything with start()/stop()
@@ -291,6 +314,23 @@ class Network:
                         flaky_device=devices[-1] if len(devices) > 1 else None,
                     )
                 )
+            for t in net.publish:
+                ep = self.plan.endpoints[t.connection_id]
+                if t.kind == "sos":
+                    from stationflow.sim.sos import SosSim
+
+                    self.servers.append(SosSim(HOST, ep.port, path=ep.extra["path"]))
+                elif self.sta_database_url:
+                    from stationflow.sim.sta_server import StaServer
+
+                    self.servers.append(
+                        StaServer(
+                            self.sta_database_url,
+                            host=HOST,
+                            port=ep.port,
+                            log_path=self.home / "logs" / "sta-server.log",
+                        )
+                    )
 
     def _ghg_history(self, st: Station, sim, now: datetime) -> list[Path]:
         """Yesterday's half-hours (SmartFlux clock), written once."""
@@ -418,7 +458,12 @@ def serve(inv: Inventory, home: Path, base: int | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    net = Network(inv, home, base).build(datetime.now(UTC))
+    from psycopg.conninfo import make_conninfo
+
+    from stationflow.state.db import state_db_url
+
+    sta_db = make_conninfo(state_db_url(), dbname="sta")
+    net = Network(inv, home, base, sta_database_url=sta_db).build(datetime.now(UTC))
     net.start()
     try:
         while not stop.is_set():
