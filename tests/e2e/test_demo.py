@@ -114,6 +114,28 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
             break
         time.sleep(5)
     assert refined >= sum(kinds.values()) and last == 4, (refined, last)
+    # ... published by smartem_publish (on the refined Asset) to the real STA server and the
+    # SOS-T simulator, exactly once each
+    sta_url = re.search(r"^publish: .* sta_default (\S+)", first.stdout, re.M).group(1)
+    deadline = time.monotonic() + 420
+    while True:
+        with psycopg.connect(sf(demo_env, "db", "url").stdout.strip()) as c:
+            values = c.execute("SELECT count(*) FROM smartem_refined.timeseries").fetchone()[0]
+            published = dict(
+                c.execute(
+                    "SELECT target, count(*) FROM smartem_publish.observation"
+                    " WHERE state = 'published' GROUP BY target"
+                ).fetchall()
+            )
+        done = [published.get(t, 0) for t in ("sta:sta_default", "sos:sos_default")]
+        if min(done) >= values or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert min(done) >= values, (values, published)
+    count = requests.get(
+        f"{sta_url}/Observations", params={"$count": "true", "$top": "1"}, timeout=30
+    ).json()["@iot.count"]
+    assert count == published["sta:sta_default"], (count, published)
 
     # yesterday's daily chain of both stations: every daily file accepted by the portal
     daily = dict(re.findall(r"^yesterday:\s+(\S+) (\S+)", first.stdout, re.M))

@@ -18,8 +18,12 @@ def test_every_connection_the_inventory_names_is_planned_once_on_its_own_port():
             named.add(lg.health_connection_id)
             named.add(lg.relay.connection_id if lg.relay else None)
     named.update(h.connection_id for net in INV.sensor_networks for h in net.harvest)
+    named.update(t.connection_id for net in INV.sensor_networks for t in net.publish)
     named.discard(None)
     assert set(p.endpoints) == named
+    # publish targets: their service root in the Connection's extra
+    assert p.endpoints["sta_default"].extra == {"path": "/sensorthings/v1.1"}
+    assert p.endpoints["sos_default"].extra == {"path": "/service"}
     ports = [e.port for e in p.endpoints.values() if e.port not in (p.push_port, p.portal_port)]
     modbus_health = {"fr_lam_serial_server", "fr_aur_profile"}  # reached on the Modbus port
     assert len(set(ports)) == len(ports) - len(modbus_health)
