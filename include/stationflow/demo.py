@@ -316,7 +316,7 @@ def publish_targets(settings: Settings) -> dict[str, str]:
     from stationflow.config import load_inventory
     from stationflow.sim.network import HOST, plan
 
-    inv = load_inventory(settings.config)
+    inv = load_inventory(settings.config_path)
     eps = plan(inv).endpoints
     return {
         t.connection_id: f"http://{HOST}:{eps[t.connection_id].port}{eps[t.connection_id].extra['path']}"

@@ -81,3 +81,39 @@ def test_wait_healthy_notices_that_airflow_died(settings):
     with pytest.raises(demo.DemoError, match="exited"):  # not "not healthy within 600 s"
         demo._wait_healthy("http://127.0.0.1:9", proc, timeout=600)
     short_lived.wait()
+
+
+def test_publish_targets_are_where_the_simulated_network_serves_them(settings, monkeypatch):
+    from stationflow.config import load_inventory
+    from stationflow.sim.network import plan
+
+    monkeypatch.setenv("STATIONFLOW_SIM_PORT_BASE", "31000")
+    eps = plan(load_inventory(settings.config_path), 31000).endpoints
+    assert demo.publish_targets(settings) == {
+        "sta_default": f"http://127.0.0.1:{eps['sta_default'].port}/sensorthings/v1.1",
+        "sos_default": f"http://127.0.0.1:{eps['sos_default'].port}/service",
+    }
+
+
+def test_a_peer_that_cannot_start_leaves_the_others_running(tmp_path):
+    from stationflow.config import load_inventory
+    from stationflow.sim.network import Network
+
+    class Broken:
+        def start(self):
+            raise RuntimeError("port in use")
+
+        def stop(self):
+            pass
+
+    class Fine(Broken):
+        started = False
+
+        def start(self):
+            self.started = True
+
+    net = Network(load_inventory(), tmp_path)
+    fine = Fine()
+    net.servers = [Broken(), fine]
+    net.start()
+    assert fine.started

@@ -382,8 +382,14 @@ class Network:
                 os.replace(tmp, path)
 
     def start(self) -> None:
+        """Start every peer; one that cannot start is logged and the others run (the
+        tasks that need it fail and say so)."""
         for s in self.servers:
-            s.start()
+            try:
+                s.start()
+            except Exception:
+                log.exception("could not start %r", s)
+                continue
             log.info("started %r", s)
 
     def stop(self) -> None:
@@ -458,11 +464,11 @@ def serve(inv: Inventory, home: Path, base: int | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    from psycopg.conninfo import make_conninfo
+    from urllib.parse import urlsplit, urlunsplit
 
     from stationflow.state.db import state_db_url
 
-    sta_db = make_conninfo(state_db_url(), dbname="sta")
+    sta_db = urlunsplit(urlsplit(state_db_url())._replace(path="/sta"))
     net = Network(inv, home, base, sta_database_url=sta_db).build(datetime.now(UTC))
     net.start()
     try:
