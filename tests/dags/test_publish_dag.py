@@ -37,6 +37,23 @@ def network(tmp_path, monkeypatch, sta):
     next(gen, None)
 
 
+RECORD_TABLES = (
+    "smartem_raw.timeseries, smartem_raw.harvester_progress,"
+    " smartem_refined.timeseries, smartem_publish.observation"
+)
+
+
+@pytest.fixture
+def empty_record_chain():
+    """The record chain's tables empty before, and left empty after (other DAG tests count
+    what their own runs wrote)."""
+    with db() as c:
+        c.execute(f"TRUNCATE {RECORD_TABLES} CASCADE")
+    yield
+    with db() as c:
+        c.execute(f"TRUNCATE {RECORD_TABLES} CASCADE")
+
+
 def db() -> psycopg.Connection:
     return psycopg.connect(os.environ["STATIONFLOW_DB_URL"], autocommit=True)
 
@@ -60,15 +77,12 @@ def test_dag_is_scheduled_on_the_refined_asset_and_alerts(dagbag):
         assert t.on_failure_callback, t.task_id
 
 
-def test_harvest_refine_publish(airflow_db, dagbag, network, sta):
+def test_harvest_refine_publish(airflow_db, dagbag, network, sta, empty_record_chain):
     from stationflow.publish.records.tasks import publish_records
 
     now = datetime.now(UTC)
     network.tick(now)
     at = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)  # see harvest test
-    with db() as c:
-        c.execute("TRUNCATE smartem_raw.timeseries, smartem_raw.harvester_progress CASCADE")
-        c.execute("TRUNCATE smartem_publish.observation")
     assert dagbag.get_dag("smartem_harvest").test(logical_date=at).state == "success"
     assert dagbag.get_dag("smartem_refine").test(logical_date=at).state == "success"
     with db() as c:

@@ -46,7 +46,10 @@ def test_smartem_refine_refines_what_harvest_stored(airflow_db, dagbag, network)
     network.tick(now)
     at = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)  # see harvest test
     with psycopg.connect(os.environ["STATIONFLOW_DB_URL"], autocommit=True) as c:
-        c.execute("TRUNCATE smartem_raw.timeseries, smartem_raw.harvester_progress CASCADE")
+        c.execute(
+            "TRUNCATE smartem_raw.timeseries, smartem_raw.harvester_progress,"
+            " smartem_refined.timeseries CASCADE"
+        )
     assert dagbag.get_dag("smartem_harvest").test(logical_date=at).state == "success"
     dag = dagbag.get_dag("smartem_refine")
     run = dag.test()
