@@ -99,7 +99,7 @@ def publish_network(
             summary.deleted = target.delete([rid for _, rid in gone])
             with conn.transaction():
                 ledger.forget(conn, target.name, [k for k, _ in gone])
-    summary.created = dict(Counter(getattr(target, "created", {})))
+    summary.created = dict(getattr(target, "created", {}))
     if summary.values or summary.deleted:
         with conn.transaction():
             audit(conn, STEP,
