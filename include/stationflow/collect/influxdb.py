@@ -410,7 +410,10 @@ def parse_time_ns(text: str) -> int:
         sign = 1 if zone[0] == "+" else -1
         offset = sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
     whole = datetime(int(year), int(month), int(day), int(hh), int(mm), int(ss), tzinfo=UTC)
-    seconds = (whole - offset - EPOCH) // timedelta(seconds=1)
+    try:
+        seconds = (whole - offset - EPOCH) // timedelta(seconds=1)
+    except OverflowError:  # 9999-12-31T23:30:00-01:00 is in year 10000
+        raise ValueError(f"RFC3339 time out of range: {text!r}") from None
     return seconds * 1_000_000_000 + int((frac or "").ljust(9, "0"))
 
 

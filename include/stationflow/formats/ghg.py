@@ -52,6 +52,7 @@ _MAX_LISTED = 20  # bad rows named one by one (as toa5 does); the rest are count
 _SECONDS_DIGITS = 10
 _SECONDS_MAX = 9_000_000_000  # year 2255: ns since 1970 stay well inside int64
 _NANOS_DIGITS = 9
+_MAX_INTERVAL_NS = 86_400 * NS  # an acquisition_frequency below 1/day is no rate
 
 _OK, _EMPTY, _NOT_DATA, _COLUMNS, _TIME, _CR = range(6)
 
@@ -215,12 +216,13 @@ def _declared_interval(meta: configparser.ConfigParser, pending: list) -> int | 
         hz = float(value) if value is not None else math.nan
     except ValueError:
         hz = math.nan
-    if not (math.isfinite(hz) and hz > 0):
+    interval = NS / hz if math.isfinite(hz) and hz > 0 else math.nan
+    if not 1 <= interval <= _MAX_INTERVAL_NS:  # NaN too; 1e-320 Hz made round(inf) crash
         pending.append(
             ("warning", None, f"metadata: no usable [Timing] acquisition_frequency ({value!r})")
         )
         return None
-    return round(NS / hz)
+    return round(interval)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ _TYPES: dict[str, tuple[np.dtype, str]] = {
     "NSEC": _t("(2,)>u4", "time"),  # the same, big-endian
 }
 _ASCII = re.compile(r"ASCII\((\d+)\)", re.IGNORECASE)
+MAX_RECORD = 2**31 - 1  # bytes; numpy keeps a dtype's size in a C int (it wraps silently)
 
 
 def field_type(name: str) -> FieldType | None:
@@ -92,7 +93,7 @@ def field_type(name: str) -> FieldType | None:
         dtype, kind = _TYPES[key]
         return FieldType(name, dtype, kind)
     m = _ASCII.fullmatch(key)
-    if m and int(m.group(1)) > 0:
+    if m and 0 < int(m.group(1)) <= MAX_RECORD:
         return FieldType(name, np.dtype((np.uint8, (int(m.group(1)),))), "ascii")
     return None
 
@@ -143,6 +144,9 @@ def _header(raw: bytes, source: str) -> _Layout:
                 source, f"unsupported data type {tname!r} (field {name!r})", HEADER_LINES
             )
         types.append(t)
+    record = sum(t.dtype.itemsize for t in types)
+    if record > MAX_RECORD:
+        raise UnreadableFragment(source, f"records of {record} bytes: too large", HEADER_LINES)
     for key in ("SECONDS", "NANOSECONDS"):
         if key not in names:
             raise UnreadableFragment(source, f"no {key} field: records have no time", 2)
