@@ -67,6 +67,16 @@ class AnsweringHandler(BaseHTTPRequestHandler):
     def _answer(self, method: str) -> None:
         raise NotImplementedError
 
+    def reply(self, method: str, status: int, headers: dict[str, str], body: bytes) -> None:
+        """Send one answer; a HEAD gets the headers (Content-Length of the body) only."""
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(body)
+
     def do_GET(self) -> None:
         self._answer("GET")
 

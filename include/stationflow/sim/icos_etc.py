@@ -615,14 +615,9 @@ def _handler(sim: IcosEtcSim) -> type[BaseHTTPRequestHandler]:
             if not answer.status:
                 self.close_connection = True
                 return
-            data = b"" if method == "HEAD" else answer.text.encode("utf-8")
-            self.send_response(answer.status)
-            if answer.receipt:
-                self.send_header(RECEIPT_HEADER, answer.receipt)
-            self.send_header("Content-Type", answer.content_type)
-            self.send_header("Content-Length", str(len(answer.text.encode("utf-8"))))
-            self.end_headers()
-            self.wfile.write(data)
+            headers = {RECEIPT_HEADER: answer.receipt} if answer.receipt else {}
+            headers["Content-Type"] = answer.content_type
+            self.reply(method, answer.status, headers, answer.text.encode("utf-8"))
 
     return Handler
 

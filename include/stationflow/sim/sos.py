@@ -742,15 +742,8 @@ def _handler(sim: SosSim) -> type[BaseHTTPRequestHandler]:
             if not answer.status:
                 self.close_connection = True
                 return
-            self.send_response(answer.status)
-            ctype = answer.content_type
-            self.send_header("Content-Type", f"{ctype};charset=UTF-8")
-            for k, v in answer.headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(answer.body)))
-            self.end_headers()
-            if method != "HEAD":
-                self.wfile.write(answer.body)
+            ctype = {"Content-Type": f"{answer.content_type};charset=UTF-8"}
+            self.reply(method, answer.status, {**ctype, **answer.headers}, answer.body)
 
     return Handler
 

@@ -636,14 +636,8 @@ def _handler(sim: WhaleSim) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             answer = sim._handle(method, self.path, self.headers.get("Authorization"))
-            self.send_response(answer.status)
-            for name, value in answer.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", JSON_TYPE)
-            self.send_header("Content-Length", str(len(answer.body)))
-            self.end_headers()
-            if method != "HEAD":
-                self.wfile.write(answer.body)
+            headers = {**answer.headers, "Content-Type": JSON_TYPE}
+            self.reply(method, answer.status, headers, answer.body)
 
     return Handler
 

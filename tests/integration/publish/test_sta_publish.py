@@ -13,17 +13,14 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from stationflow.collect.harvest import harvest
-from stationflow.collect.whale import WhaleSource
 from stationflow.config import parse_inventory
 from stationflow.publish.records import ledger
 from stationflow.publish.records.run import publish_network
 from stationflow.publish.records.sta_target import StaTarget
 from stationflow.publish.sta import Observation, StaClient, iso
-from stationflow.refine.records.refiner import Calibration
-from stationflow.refine.records.run import refine_network
 from stationflow.sim.whale import WhaleSim
 from tests.clock import Clock
+from tests.record_chain import harvest_and_refine
 
 TOKEN = "whale-bearer-5e1d"
 DEVICES = [23, 26]
@@ -49,9 +46,7 @@ def conn(state_db: str) -> Iterator[psycopg.Connection]:
 @pytest.fixture
 def refined(conn: psycopg.Connection, sim: WhaleSim, clock: Clock) -> dict[tuple, tuple]:
     """Six hours of both stations, harvested and refined: {(device, name, time): value}."""
-    src = WhaleSource(url=sim.url, connection_id="whale_api", token=TOKEN, backoff=0.01)
-    harvest(conn, src, until=clock.t, now=clock.t, lookback=6 * H, workers=2)
-    refine_network(conn, NET, Calibration())
+    harvest_and_refine(conn, sim, clock, NET, TOKEN)
     return refined_values(conn)
 
 
