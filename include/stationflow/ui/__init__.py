@@ -1,0 +1,1 @@
+"""The web views stationflow adds to the Airflow UI (mounted by plugins/)."""
