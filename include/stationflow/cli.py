@@ -125,9 +125,14 @@ def _demo(args: argparse.Namespace) -> int:
         )
         for conn_id, url in demo.publish_targets(settings).items():
             print(f"publish:     smartem_publish on every refine -> {conn_id} {url}")
-    for dag_id, run_id in runs.items():
-        if dag_id.startswith("icos_daily_"):
-            print(f"yesterday:   {dag_id} {run_id} (collect, assemble, upload, verify)")
+    for dag_id, run_ids in (info.backfills or {}).items():
+        what = "ETC days" if dag_id.startswith("icos_daily_") else "half-hours"
+        print(f"backfill:    {dag_id} {len(run_ids)} {what}: {' '.join(run_ids)}")
+    if info.password:
+        print(
+            f"completeness: {info.url}/plugin/completeness (files per station and day, hours"
+            " per sensor network; also under Completeness in the UI menu)"
+        )
     for name, pid in (info.services or {}).items():
         print(f"{name + ':':<12} pid {pid}, log {settings.log_dir / (name + '.log')}")
     print(f"log:         {info.log}")
@@ -246,6 +251,29 @@ def _pools(args: argparse.Namespace) -> int:
 
     made = ensure_pools(load_inventory())
     print("\n".join(f"created pool {m}" for m in made) or "every pool the inventory needs exists")
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from stationflow.bootstrap import BootstrapError, apply, load_bootstrap, plan_lines
+    from stationflow.config import ConfigError, load_inventory
+
+    try:
+        b = load_bootstrap(args.file, inventory=load_inventory())
+    except (BootstrapError, ConfigError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print("\n".join(plan_lines(b)))
+        print("dry run: nothing written")
+        return 0
+    try:
+        summary = apply(b, overwrite_variables=args.overwrite_variables)
+    except BootstrapError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"bootstrap from {b.source}")
+    print("\n".join(summary.lines()))
     return 0
 
 
@@ -467,6 +495,30 @@ def build_parser() -> argparse.ArgumentParser:
         "pools",
         help="create the Airflow pools the inventory needs (station links, serial ports)",
     ).set_defaults(func=_pools)
+
+    boot = sub.add_parser(
+        "bootstrap",
+        help="create/update Airflow Connections, Variables and pools from one file",
+        description="Apply config/airflow_settings.yaml (next to the inventory; astro layout):"
+        " connections upserted, variables created when missing (kept otherwise), pools"
+        " upserted together with the pools the inventory needs. Secrets are ${VAR} placeholders"
+        " expanded from the environment; a literal secret in the file is refused. Idempotent;"
+        " prints what was created, updated or left unchanged, never a value. Exit 2: the file"
+        " is wrong or a variable is missing.",
+    )
+    boot.add_argument("--file", help="settings file (default: airflow_settings.yaml next to"
+                      " STATIONFLOW_CONFIG)")  # fmt: skip
+    boot.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, expand and print the plan; no database is read or written",
+    )
+    boot.add_argument(
+        "--overwrite-variables",
+        action="store_true",
+        help="set variables that exist with another value too (default: keep UI edits)",
+    )
+    boot.set_defaults(func=_bootstrap)
 
     af = sub.add_parser(
         "airflow",

@@ -207,6 +207,75 @@ def test_airflow_service_commands(services):
     assert init.index("airflow db migrate") < init.index("stationflow db up")
 
 
+def _init_command(services) -> str:
+    cmd = services["airflow-init"].get("command")
+    return cmd if isinstance(cmd, str) else " ".join(cmd)
+
+
+def test_airflow_init_bootstraps_from_one_settings_file(services):
+    """Connections, variables and pools come from `stationflow bootstrap --file ...` only."""
+    init = _init_command(services)
+    match = re.search(r"stationflow bootstrap --file (\S+)", init)
+    assert match, "airflow-init does not run `stationflow bootstrap --file ...`"
+    assert init.index("stationflow db up") < match.start()
+    assert "--dry-run" not in init[match.start() : init.index("\n", match.start())]
+    for old in ("pools import", "variables import", "connections import", "stationflow pools"):
+        assert old not in init, f"airflow-init still runs {old!r}: the bootstrap replaces it"
+    env = env_of(services["airflow-init"])
+    ref = match[1].strip("\"'")
+    name = re.fullmatch(r"\$\$\{?(\w+)\}?", ref)
+    path = env[name[1]] if name else ref
+    assert path.startswith("/opt/stationflow/config/"), path
+    # the image copies config/ there (test_dockerfile_copy_sources_exist checks the COPY)
+    assert (REPO / "config" / path.removeprefix("/opt/stationflow/config/")).is_file(), path
+
+
+def _settings_placeholders() -> list[tuple[str, bool, str]]:
+    """(variable, has a default, field) of every ${VAR} in config/airflow_settings.yaml."""
+    found = []
+    data = yaml.safe_load((REPO / "config" / "airflow_settings.yaml").read_text(encoding="utf-8"))
+
+    def walk(value, where):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(value, str):
+            for m in re.finditer(r"\$\{(\w+)(:-[^}]*)?\}", value):
+                found.append((m[1], m[2] is not None, where))
+
+    walk(data, "airflow_settings")
+    return found
+
+
+def test_settings_file_placeholders_reach_airflow_init(services, common_env):
+    placeholders = _settings_placeholders()
+    assert placeholders, "config/airflow_settings.yaml has no ${VAR} placeholder"
+    env = env_of(services["airflow-init"])
+    problems = []
+    for name, has_default, where in placeholders:
+        value = env.get(name)
+        if not has_default and (value is None or not _REQUIRED_REF.fullmatch(value)):
+            problems.append(f"{where}: {name} must be a ${{{name}:?...}} reference in airflow-init")
+        if has_default and value is not None and not re.fullmatch(r"\$\{\w+:-[^}]*\}", value):
+            problems.append(f"{where}: {name} in airflow-init should be ${{{name}:-...}}")
+        if name in common_env:
+            problems.append(f"{name} is in the shared environment: give it to airflow-init only")
+    assert not problems, problems
+
+
+def test_connection_secrets_are_only_given_to_airflow_init(compose):
+    secret_vars = {name for name, has_default, _ in _settings_placeholders() if not has_default}
+    assert secret_vars
+    for owner, env in _all_env_mappings(compose):
+        if owner == "airflow-init":
+            continue
+        leaked = secret_vars & set(env)
+        assert not leaked, f"{owner} receives the connection secrets {sorted(leaked)}"
+
+
 def test_flower_is_optional(services):
     if "flower" in services:
         assert services["flower"].get("profiles"), "flower must sit behind a compose profile"
