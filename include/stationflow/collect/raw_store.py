@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
+from psycopg import sql as pgsql
 
 from stationflow.refine.records.samples import RawRecord, RecordError
 from stationflow.refine.records.stored_columns import current_keys, extract
@@ -34,6 +35,9 @@ _COLUMNS = (
     "harvester",
     "lon",
     "lat",
+)
+_COPY_STAGE = pgsql.SQL("COPY raw_stage ({}) FROM STDIN").format(
+    pgsql.SQL(", ").join(pgsql.Identifier(c) for c in _COLUMNS)
 )
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS raw_stage
@@ -142,7 +146,7 @@ def write_batch(
         if hours:
             conn.execute(_STAGE)
             staged = _last_per_key(hours)
-            with conn.cursor().copy(f"COPY raw_stage ({', '.join(_COLUMNS)}) FROM STDIN") as cp:
+            with conn.cursor().copy(_COPY_STAGE) as cp:
                 for h in staged:
                     cp.write_row(h.row())
             need = _without_columns(conn, staged)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from stationflow.collect.harvest import HarvestError
 from stationflow.collect.http_get import Fetcher, FetchError
-from stationflow.collect.influxdb import EPOCH, parse_time_ns
+from stationflow.collect.influxdb import EPOCH, _verify_setting, parse_time_ns
 from stationflow.collect.raw_store import RawHour, Rejected, day_hour, hour_start
 from stationflow.formats import whale
 
@@ -76,7 +76,7 @@ class WhaleSource:
             token=conn.password or None,
             timeout=float(extra.get("timeout", 30.0)),
             retries=int(extra.get("retries", 3)),
-            verify=extra.get("verify", True),
+            verify=_verify_setting(extra.get("verify", True)),  # "false" is not a CA path
         )
 
     def _get(self, path: str) -> bytes:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql as pgsql
 
 from stationflow.refine.records.refiner import RefineResult
 from stationflow.refine.records.samples import RawRecord
@@ -25,6 +26,9 @@ _COLUMNS = (
     "unique_id", "device_id", "device_type", "name", "label", "unit", "day", "hour", "time",
     "value", "value_min", "value_max", "sample_count", "lon", "lat", "raw_gid", "model_id",
 )  # fmt: skip
+_COPY_STAGE = pgsql.SQL("COPY refined_stage ({}) FROM STDIN").format(
+    pgsql.SQL(", ").join(pgsql.Identifier(c) for c in _COLUMNS)
+)
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS refined_stage
     (LIKE smartem_refined.timeseries INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
@@ -87,7 +91,7 @@ def write(
     transaction. ``names``: the indicators that were refined (values of other indicators
     are left alone)."""
     conn.execute(_STAGE)
-    with conn.cursor().copy(f"COPY refined_stage ({', '.join(_COLUMNS)}) FROM STDIN") as cp:
+    with conn.cursor().copy(_COPY_STAGE) as cp:
         for r in result.rows:
             cp.write_row((
                 f"{r.device_id}-{r.day}-{r.hour}-{r.name}", r.device_id, r.device_type, r.name,
