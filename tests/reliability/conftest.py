@@ -3,9 +3,12 @@ replay) and records what reached the peer in the session's fault matrix.
 
 A row counts, against what the input held (``expected``), what the peer ended up with
 (``delivered``, one entry per stored copy): lost = expected keys the peer lacks,
-duplicated = copies beyond the first. ``ledger_ok`` says whether the ledger's view equals
-the peer's. The matrix is printed at the end of the run (and written as JSON next to the
-session's temporary files when ``STATIONFLOW_FAULT_MATRIX`` names a path).
+duplicated = copies beyond the first. ``resent`` counts requests sent again because the
+answer to one the peer had stored was lost (a timeout, a dropped connection, a killed
+process): no protocol without a way to ask "do you have it?" can avoid them; the row says
+how many there were and that the peer still kept one copy. ``ledger_ok`` says whether the
+ledger's account is true against the peer. The matrix is printed at the end of the run
+(and written as JSON when ``STATIONFLOW_FAULT_MATRIX`` names a path).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class FaultOutcome:
     duplicated: int
     recovered: bool
     ledger_ok: bool
+    resent: int = 0
     note: str = ""
 
     @property
@@ -49,6 +53,7 @@ class FaultMatrix:
         delivered: Iterable[Hashable],
         recovered: bool,
         ledger_ok: bool,
+        resent: int = 0,
         note: str = "",
     ) -> FaultOutcome:
         want = set(expected)
@@ -64,13 +69,14 @@ class FaultMatrix:
             duplicated=sum(n - 1 for n in copies.values()),
             recovered=recovered,
             ledger_ok=ledger_ok,
+            resent=resent,
             note=note,
         )
         self.rows.append(row)
         return row
 
     def render(self) -> str:
-        head = ("fault", "chain", "expected", "lost", "duplicated", "recovered", "ledger")
+        head = ("fault", "chain", "expected", "lost", "duplicated", "resent", "recovered", "ledger")
         body = [
             (
                 r.fault,
@@ -78,6 +84,7 @@ class FaultMatrix:
                 str(r.expected),
                 str(r.lost),
                 str(r.duplicated),
+                str(r.resent),
                 "yes" if r.recovered else "NO",
                 "true" if r.ledger_ok else "WRONG",
             )
@@ -91,7 +98,11 @@ class FaultMatrix:
         out = [line(head), line(["-" * w for w in widths]), *(line(b) for b in body)]
         lost = sum(r.lost for r in self.rows)
         dup = sum(r.duplicated for r in self.rows)
-        out.append(f"{len(self.rows)} faults: {lost} lost, {dup} duplicated")
+        resent = sum(r.resent for r in self.rows)
+        out.append(
+            f"{len(self.rows)} faults: {lost} lost, {dup} duplicated"
+            f" ({resent} request(s) resent after a lost answer, stored once)"
+        )
         return "\n".join(out)
 
 

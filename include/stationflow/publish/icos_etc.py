@@ -217,13 +217,15 @@ def upload_file(
     sleep: Callable[[float], None] = time.sleep,
     expected_sha256: str | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
+    before_attempt: Callable[[int], None] | None = None,
     allow_http: bool = False,
 ) -> UploadResult:
     """PUT one file to ``<base_url>/upload/etc/<md5>/<name>`` (``name``: the file's own).
 
     ``expected_sha256``: the bytes the caller vouches for; if the file is not (or no longer)
-    those bytes, nothing (more) is sent and the result is an ``error``. ``on_attempt`` is
-    called after every attempt, before any wait (the ledger records it there).
+    those bytes, nothing (more) is sent and the result is an ``error``. ``before_attempt``
+    is called with the attempt's number just before each request goes out, ``on_attempt``
+    after every attempt, before any wait (the ledger records both).
     """
     path = Path(path)
     name = name or path.name
@@ -252,6 +254,8 @@ def upload_file(
             receipt: str | None = None
             try:
                 with path.open("rb") as body:
+                    if before_attempt is not None:
+                        before_attempt(result.attempts)
                     r = s.put(
                         url,
                         data=body,
@@ -519,6 +523,9 @@ def _insert_upload(
 
 
 _LEVEL = {"accepted": "INFO", "rejected": "ERROR", "error": "WARNING", "skipped": "INFO"}
+# What an attempt row says until the portal's answer replaces it; if it stays, the process
+# ended (or lost the connection) while waiting: the portal may or may not hold the file.
+IN_FLIGHT = "sent; no answer recorded (the process ended while the portal was answering)"
 
 
 def _audit(
@@ -642,10 +649,27 @@ def _upload_row(
                 raise FileNotAsRecorded(f"{row.etc_name}: {skip[1]}", result)
             return result
 
+        in_flight: list[int] = []  # the attempt row written before its request went out
+
+        def sending(_: int) -> None:
+            # committed before the PUT: a process killed while the portal answers leaves
+            # this row (an attempt whose answer nobody saw), never an unrecorded upload
+            in_flight.append(_insert_upload(conn, row.id, target, "error", None, None, IN_FLIGHT))
+            conn.commit()
+
         def record(a: Attempt) -> None:
-            number = _insert_upload(
-                conn, row.id, target, a.outcome, a.http_status, a.receipt, a.message
-            )
+            if in_flight:
+                number = in_flight.pop()
+                conn.execute(
+                    "UPDATE stationflow.upload SET outcome = %s, http_status = %s,"
+                    " receipt = %s, message = %s, at = now()"
+                    " WHERE output_file_id = %s AND target = %s AND attempt = %s",
+                    (a.outcome, a.http_status, a.receipt, a.message, row.id, target, number),
+                )
+            else:  # nothing was sent (the file could not be read)
+                number = _insert_upload(
+                    conn, row.id, target, a.outcome, a.http_status, a.receipt, a.message
+                )
             what = {
                 "accepted": f"accepted by {target}, receipt {a.receipt}",
                 "rejected": f"refused by {target} (HTTP {a.http_status}): {a.message}",
@@ -676,6 +700,7 @@ def _upload_row(
             name=row.etc_name,
             expected_sha256=row.sha256,
             on_attempt=record,
+            before_attempt=sending,
             allow_http=allow_http,
             **client,
         )

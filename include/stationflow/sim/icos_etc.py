@@ -30,7 +30,9 @@ Simulator-only additions (not portal behaviour): ``GET /upload/etc/staging/<stat
 (Basic auth as that station) lists its staging folder as JSON - the portal browses the
 folder as HTML; two-digit logger and file numbers are enforced (REFERENCE; the portal
 reads ``\\d+`` and rewrites them with two digits); fault injection for tests:
-``fail_next``, ``corrupt_next_md5``, ``drop_next``.
+``fail_next``, ``corrupt_next_md5``, ``drop_next`` (before, or with ``after_store``
+after, the file was stored), ``delay_next`` (the answer held for some seconds) and
+``hold_next`` (the answer held until the test releases it).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import math
 import re
 import secrets
 import threading
+import time as _time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -219,9 +222,34 @@ class Packed:
 
 @dataclass
 class _Fault:
-    kind: str  # "status" | "corrupt" | "drop"
+    kind: str  # "status" | "drop" | "drop_after" | "delay" | "hold"
     status: int = 0
     message: str = ""
+    seconds: float = 0.0
+    hold: Hold | None = None
+
+
+class Hold:
+    """One PUT whose answer the simulator holds after handling it (``hold_next``).
+
+    ``reached`` is set once the request was handled (the file stored, if it was accepted)
+    and the answer is waiting; ``release()`` lets it go. A held answer is released on its
+    own after ``limit`` seconds, so a forgotten hold never blocks a server thread forever."""
+
+    def __init__(self, limit: float = 120.0):
+        self.reached = threading.Event()
+        self._released = threading.Event()
+        self.limit = limit
+
+    def wait_reached(self, timeout: float) -> bool:
+        return self.reached.wait(timeout)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _hold(self) -> None:
+        self.reached.set()
+        self._released.wait(self.limit)
 
 
 # ------------------------------------------------------------------------ the server
@@ -289,10 +317,33 @@ class IcosEtcSim(LoopbackHttpServer):
         with self._lock:
             self._faults.extend(_Fault("status", status, message) for _ in range(times))
 
-    def drop_next(self, times: int = 1) -> None:
-        """The next ``times`` PUTs get no answer: the connection is closed."""
+    def drop_next(self, times: int = 1, *, after_store: bool = False) -> None:
+        """The next ``times`` PUTs get no answer: the connection is closed. By default
+        before anything is checked or stored; ``after_store``: the request is handled as
+        usual (an acceptable file is stored, its receipt issued) and only then is the
+        connection closed, so the client never learns that the portal has the file."""
+        kind = "drop_after" if after_store else "drop"
         with self._lock:
-            self._faults.extend(_Fault("drop") for _ in range(times))
+            self._faults.extend(_Fault(kind) for _ in range(times))
+
+    def delay_next(self, seconds: float, times: int = 1) -> None:
+        """The next ``times`` PUTs are handled as usual (an acceptable file is stored),
+        then their answer is held ``seconds`` before it is sent: a portal (or a proxy)
+        slower than the client's read timeout."""
+        if not 0 < seconds <= 600:
+            raise ValueError(f"a delay of 0 to 600 seconds, not {seconds}")
+        with self._lock:
+            self._faults.extend(_Fault("delay", seconds=seconds) for _ in range(times))
+
+    def hold_next(self, limit: float = 120.0) -> Hold:
+        """The next PUT is handled as usual (an acceptable file is stored), then its answer
+        is held until ``release()`` of the returned ``Hold`` (or ``limit`` seconds): a test
+        can act (kill the uploading process) while the portal has the file and the client
+        has no answer yet."""
+        hold = Hold(limit)
+        with self._lock:
+            self._faults.append(_Fault("hold", hold=hold))
+        return hold
 
     def corrupt_next_md5(self, times: int = 1) -> None:
         """The next ``times`` uploads that reach the MD5 check find the body damaged in
@@ -459,8 +510,20 @@ class IcosEtcSim(LoopbackHttpServer):
             fault = self._faults.pop(0) if self._faults else None
         if fault is not None and fault.kind == "drop":
             return _Answer(0, "")
-        if fault is not None:
+        if fault is not None and fault.kind == "status":
             return _Answer(fault.status, fault.message)
+        answer = self._check_and_store(segments, auth, body)
+        if fault is None:
+            return answer
+        if fault.kind == "drop_after":
+            answer.dropped, answer.status = answer.status, 0
+        elif fault.kind == "delay":
+            answer.wait = lambda: _time.sleep(fault.seconds)
+        elif fault.kind == "hold" and fault.hold is not None:
+            answer.wait = fault.hold._hold
+        return answer
+
+    def _check_and_store(self, segments: list[str], auth: str | None, body: bytes) -> _Answer:
         login = self._login(auth)
         if login is None:
             return _Answer(403, MSG_AUTH)
@@ -567,12 +630,15 @@ class IcosEtcSim(LoopbackHttpServer):
                     "method": method,
                     "path": urlsplit(raw_path).path,
                     "status": answer.status or None,  # None: dropped, no answer
+                    "dropped": answer.dropped,  # the status it had when dropped after_store
                     "login": answer.login,
                     "name": answer.name,
                     "size": len(body),
                     "at": self._clock(),
                 }
             )
+        if answer.wait is not None:  # handled and logged; the answer is held (delay, hold)
+            answer.wait()
         return answer
 
 
@@ -584,6 +650,8 @@ class _Answer:
     login: str | None = None
     name: str | None = None
     receipt: str | None = None
+    wait: Callable[[], None] | None = None  # run after the request is logged
+    dropped: int | None = None  # drop_next(after_store=True): the answer it would have had
 
 
 def _handler(sim: IcosEtcSim) -> type[BaseHTTPRequestHandler]:
@@ -617,7 +685,10 @@ def _handler(sim: IcosEtcSim) -> type[BaseHTTPRequestHandler]:
                 return
             headers = {RECEIPT_HEADER: answer.receipt} if answer.receipt else {}
             headers["Content-Type"] = answer.content_type
-            self.reply(method, answer.status, headers, answer.text.encode("utf-8"))
+            try:
+                self.reply(method, answer.status, headers, answer.text.encode("utf-8"))
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+                self.close_connection = True
 
     return Handler
 
@@ -627,6 +698,7 @@ __all__ = [
     "EXTENSIONS",
     "NAME_PATTERN",
     "RECEIPT_HEADER",
+    "Hold",
     "IcosEtcSim",
     "ObjectVersion",
     "Packed",

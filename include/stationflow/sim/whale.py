@@ -25,9 +25,11 @@ compact JSON shaped like the real samples shipped in ``sim/data/``:
   and the request does not carry ``Authorization: Bearer <token>`` (checked first).
 
 Simulator-only additions for tests: a flaky device (every ``flaky_every``-th request for
-its paths answers 503), fault hooks (``fail_device``, ``bad_json``, ``wrong_shape``,
-``clear_faults``), ``hour_body`` (the bytes served now), a request log without
-credentials, and ``set_clock``.
+its paths answers 503), fault hooks (``fail_device``, ``bad_json``, ``wrong_shape``;
+transport faults: ``delay`` holds answers past a client's timeout, ``cut_next`` closes the
+connection partway through an hour's body, ``pause_after`` holds every request after the
+next n hour documents until ``resume``; ``clear_faults``), ``hour_body`` (the bytes served
+now), a request log without credentials, and ``set_clock``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ import json
 import logging
 import math
 import re
+import socket
 import threading
+import time
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -68,6 +72,8 @@ _TEMPLATE_HOUR_INDEX = int(TEMPLATE_HOUR.timestamp()) // 3600
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:(\d\d):(\d\d)(?:\.(\d+))?Z", re.ASCII)
 _DIGITS = re.compile(r"[0-9]{1,9}", re.ASCII)
 _DAY = re.compile(r"[0-9]{8}", re.ASCII)
+# which device a request is for, and whether it asks for an hour document
+_DEVICE_PATH = re.compile(r"/devices/([0-9]{1,9})(/timeseries/[^/]+/[^/]+/?)?(?:/.*)?\Z", re.ASCII)
 # the fields a generated sample does not copy from its template sample
 _TEMPERATURES = ("s_temperatureambient", "s_temperatureunit")
 _SCALED = ("s_coresistance", "s_no2resistance", "s_o3resistance", "s_co2")
@@ -339,6 +345,12 @@ class WhaleSim(LoopbackHttpServer):
         self._device_requests: dict[int, int] = {}
         self._failing: dict[int, list[int]] = {}  # device -> [status, times left or -1]
         self._body_faults: dict[tuple[int, int, int], list[Any]] = {}  # -> [kind, times]
+        self._delays: list[list[Any]] = []  # [seconds, device or None, skip, times or -1]
+        self._cuts: list[list[Any]] = []  # [device or None, fraction kept, times left]
+        self._pause_left: int | None = None  # hour documents still served before pausing
+        self._resumed = threading.Event()
+        self._resumed.set()
+        self._paused = threading.Event()  # set once a request waits in the pause
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -384,10 +396,114 @@ class WhaleSim(LoopbackHttpServer):
         with self._lock:
             self._body_faults[(device, day, hour)] = [kind, -1 if times is None else times]
 
+    def delay(
+        self,
+        seconds: float,
+        *,
+        device: int | None = None,
+        skip: int = 0,
+        times: int | None = None,
+    ) -> None:
+        """Hold answers ``seconds`` before sending them (a slow or hung peer): the requests
+        for ``device``'s paths (or every request), after the first ``skip`` of them, the
+        next ``times`` ones (or all until ``clear_faults()``). A client whose read timeout
+        is shorter gives up; the answer then goes to a closed connection."""
+        if seconds < 0 or skip < 0 or (times is not None and times < 1):
+            raise ValueError("seconds and skip >= 0, times >= 1")
+        with self._lock:
+            self._delays.append([seconds, device, skip, -1 if times is None else times])
+
+    def cut_next(self, n: int = 1, *, device: int | None = None, keep: float = 0.5) -> None:
+        """The next ``n`` hour documents (of ``device``, or any) are sent with their full
+        ``Content-Length`` but only the first ``keep`` of the body, then the server closes
+        the connection: dropped mid-transfer."""
+        if n < 1 or not 0 <= keep < 1:
+            raise ValueError("n >= 1 and 0 <= keep < 1")
+        with self._lock:
+            self._cuts.append([device, keep, n])
+
+    def pause_after(self, n: int) -> None:
+        """Serve ``n`` more hour documents, then hold every request (unanswered) until
+        ``resume()``: a harvest frozen at a known point of its walk. ``wait_paused()``
+        says when a request is being held."""
+        if n < 0:
+            raise ValueError("n >= 0")
+        with self._lock:
+            self._pause_left = n
+            self._paused.clear()
+            self._resumed.clear()
+
+    def wait_paused(self, timeout: float | None = None) -> bool:
+        """True once a request is held by ``pause_after`` (False after ``timeout``)."""
+        return self._paused.wait(timeout)
+
+    def resume(self) -> None:
+        """Let the held requests (and all later ones) through."""
+        with self._lock:
+            self._pause_left = None
+            self._resumed.set()
+
     def clear_faults(self) -> None:
         with self._lock:
             self._failing.clear()
             self._body_faults.clear()
+            self._delays.clear()
+            self._cuts.clear()
+        self.resume()
+
+    def stop(self) -> None:
+        self.resume()  # held handler threads end
+        super().stop()
+
+    # ------------------------------------------------------------ transport faults
+
+    @staticmethod
+    def _target(path: str) -> tuple[int | None, bool]:
+        """(device, is an hour document) of a request path."""
+        m = _DEVICE_PATH.search(urlsplit(path).path)
+        if m is None:
+            return None, False
+        return int(m[1]), m[2] is not None
+
+    def _hold_for(self, device: int | None) -> float:
+        """Seconds to hold this request (``delay``); counts it."""
+        with self._lock:
+            for d in self._delays:
+                seconds, wanted, skip, times = d
+                if wanted is not None and wanted != device:
+                    continue
+                if skip > 0:
+                    d[2] -= 1
+                    continue
+                if times > 0:
+                    d[3] -= 1
+                    if d[3] == 0:
+                        self._delays.remove(d)
+                return seconds
+        return 0.0
+
+    def _wait_if_paused(self, is_hour: bool) -> None:
+        with self._lock:
+            left = self._pause_left
+            if left is None:
+                return
+            if left > 0:
+                if is_hour:
+                    self._pause_left = left - 1
+                return
+            self._paused.set()
+        self._resumed.wait()
+
+    def _cut_for(self, device: int | None) -> float | None:
+        """The fraction of this hour document to send before closing (``cut_next``)."""
+        with self._lock:
+            for c in self._cuts:
+                if c[0] is None or c[0] == device:
+                    c[2] -= 1
+                    if c[2] == 0:
+                        self._cuts.remove(c)
+                    return c[1]
+        return None
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -635,9 +751,35 @@ def _handler(sim: WhaleSim) -> type[BaseHTTPRequestHandler]:
             except (ValueError, OSError):
                 self.close_connection = True
                 return
+            device, is_hour = sim._target(self.path)
+            hold = sim._hold_for(device)
+            if hold:
+                time.sleep(hold)
+            sim._wait_if_paused(is_hour)
             answer = sim._handle(method, self.path, self.headers.get("Authorization"))
             headers = {**answer.headers, "Content-Type": JSON_TYPE}
-            self.reply(method, answer.status, headers, answer.body)
+            keep = None
+            if is_hour and method == "GET" and answer.status == 200:
+                keep = sim._cut_for(device)
+            try:
+                if keep is None:
+                    self.reply(method, answer.status, headers, answer.body)
+                else:
+                    self._reply_cut(answer.status, headers, answer.body, keep)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                self.close_connection = True
+
+        def _reply_cut(self, status: int, headers: dict[str, str], body: bytes, keep: float):
+            """Headers promising the whole body, part of it, then the connection closes."""
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: int(len(body) * keep)])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     return Handler
 

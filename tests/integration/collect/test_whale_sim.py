@@ -6,6 +6,9 @@ import itertools
 import json
 import logging
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -363,3 +366,67 @@ def test_only_get_and_head(sim, http) -> None:
     assert {r["at"] for r in sim.requests} == {NOW}
     sim.reset_requests()
     assert sim.requests == []
+
+
+# ------------------------------------------------------------------ transport faults
+
+
+def test_delay_holds_answers_past_a_client_timeout(sim, http) -> None:
+    sim.delay(0.6, device=23, skip=1, times=2)
+    assert get(http, sim, "/devices/23").status_code == 200  # skipped: answered at once
+    for _ in range(2):
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            http.get(f"{sim.url}/devices/23/timeseries", timeout=0.2)
+    assert get(http, sim, "/devices/26/timeseries").status_code == 200  # another device
+    started = time.monotonic()
+    assert http.get(f"{sim.url}/devices/23/timeseries", timeout=0.2).status_code == 200
+    assert time.monotonic() - started < 0.2  # the two held answers are used up
+    sim.delay(0.3)  # every request, until cleared
+    started = time.monotonic()
+    assert get(http, sim, "/devices").status_code == 200
+    assert time.monotonic() - started >= 0.3
+    sim.clear_faults()
+    started = time.monotonic()
+    assert get(http, sim, "/devices").status_code == 200
+    assert time.monotonic() - started < 0.3
+
+
+def test_cut_next_closes_the_connection_mid_body(sim, http) -> None:
+    path = f"/devices/23/timeseries/{DAY}/4"
+    whole = sim.hour_body(23, DAY, 4)
+    sim.cut_next(1, device=23, keep=0.4)
+    assert get(http, sim, f"/devices/23/timeseries/{DAY}").status_code == 200  # not an hour
+    assert get(http, sim, f"/devices/26/timeseries/{DAY}/4").status_code == 200
+    with socket.create_connection((sim.host, sim.port), timeout=5) as s:
+        s.sendall(f"GET {sim.base_path}{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert f"Content-Length: {len(whole)}".encode() in head
+    assert body == whole[: int(len(whole) * 0.4)]  # then the server closed the socket
+    sim.cut_next(1)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        http.get(sim.url + path, timeout=5)
+    assert get(http, sim, path).content == whole
+
+
+def test_pause_after_holds_requests_until_resumed(sim) -> None:
+    sim.pause_after(2)
+    statuses: list[int] = []
+
+    def fetch(hour: int) -> None:
+        with requests.Session() as s:
+            statuses.append(s.get(f"{sim.url}/devices/23/timeseries/{DAY}/{hour}").status_code)
+
+    fetch(4)
+    fetch(5)
+    assert not sim.wait_paused(0.1)
+    held = threading.Thread(target=fetch, args=(6,))
+    held.start()
+    assert sim.wait_paused(5)
+    held.join(0.3)
+    assert held.is_alive() and statuses == [200, 200]
+    sim.resume()
+    held.join(5)
+    assert statuses == [200, 200, 200]

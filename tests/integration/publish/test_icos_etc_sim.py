@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import zipfile
 from datetime import UTC, date, datetime, timedelta
 
@@ -411,3 +412,45 @@ def test_request_log_has_no_password(sim):
     text = repr(sim.requests)
     assert PW["FR-Lam"] not in text and "wrong" not in text
     assert [r["login"] for r in sim.puts()] == ["FR-Lam", None]
+
+
+def test_drop_next_after_store_keeps_the_file_but_never_answers(sim):
+    data = b"stored, never answered\r\n"
+    sim.drop_next(after_store=True)
+    with pytest.raises(requests.ConnectionError):
+        put(sim, BM, data)
+    [event] = sim.history(BM)  # the portal has the file and issued a receipt
+    assert event["sha256"] == hashlib.sha256(data).hexdigest()
+    assert sim.receipt(event["receipt"])["file_name"] == BM
+    assert [(r["status"], r["dropped"]) for r in sim.puts()] == [(None, 200)]
+    assert put(sim, BM, data).status_code == 200  # the fault was used once
+    assert len(sim.history(BM)) == 2 and len(sim.objects[BM]) == 1  # same bytes, one object
+
+
+def test_delay_next_holds_the_answer_past_a_client_timeout(sim):
+    sim.delay_next(0.6)
+    with pytest.raises(requests.ReadTimeout):
+        requests.put(
+            f"{sim.url}/upload/etc/{md5(b'late')}/{BM}", data=b"late", auth=LAM, timeout=(5, 0.2)
+        )
+    deadline = datetime.now(UTC) + timedelta(seconds=5)
+    while not sim.history(BM) and datetime.now(UTC) < deadline:
+        threading.Event().wait(0.05)
+    assert [e["md5"] for e in sim.history(BM)] == [md5(b"late")]  # handled, answered late
+    r = put(sim, BM, b"late")  # the next one is not delayed
+    assert r.status_code == 200 and r.elapsed.total_seconds() < 0.5
+    with pytest.raises(ValueError):
+        sim.delay_next(0)
+
+
+def test_hold_next_holds_the_answer_until_released(sim):
+    hold = sim.hold_next()
+    out: list[requests.Response] = []
+    t = threading.Thread(target=lambda: out.append(put(sim, BM, b"held")))
+    t.start()
+    assert hold.wait_reached(5)
+    assert len(sim.history(BM)) == 1 and not out  # stored, not answered yet
+    hold.release()
+    t.join(5)
+    assert out and out[0].status_code == 200
+    assert out[0].headers["X-ICOSCP-Receipt"] == sim.history(BM)[0]["receipt"]
