@@ -47,8 +47,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stationflow.config import CONN_ID, Inventory, Problem, _locate
-from stationflow.errors import PermanentError
+from stationflow.config import CONN_ID, ConfigError, Inventory, Problem, _locate
 
 #: Names whose value is a secret: connection extra keys and variable names.
 SECRET_NAME = re.compile(
@@ -63,14 +62,10 @@ ConnId = Annotated[str, Field(pattern=CONN_ID)]
 Key = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$")]
 
 
-class BootstrapError(PermanentError, ValueError):
+class BootstrapError(ConfigError):
     """The settings file is wrong, or a value it needs is missing; every problem listed."""
 
-    def __init__(self, source: str, problems: list[Problem]):
-        self.source = source
-        self.problems = problems
-        lines = [f"{source}:{p.line or '?'}: {p.path or '(top)'}: {p.message}" for p in problems]
-        super().__init__("invalid Airflow settings\n" + "\n".join(lines))
+    title = "invalid Airflow settings"
 
 
 # ------------------------------------------------------------------ the file, as written

@@ -260,7 +260,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
     try:
         b = load_bootstrap(args.file, inventory=load_inventory())
-    except (BootstrapError, ConfigError) as exc:
+    except ConfigError as exc:  # the settings file's (a BootstrapError) or the inventory's
         print(exc, file=sys.stderr)
         return 2
     if args.dry_run:

@@ -348,11 +348,13 @@ class Problem:
 class ConfigError(PermanentError, ValueError):
     """The inventory is wrong; ``problems`` lists every place, with line numbers."""
 
+    title = "invalid station inventory"
+
     def __init__(self, source: str, problems: list[Problem]):
         self.source = source
         self.problems = problems
         lines = [f"{source}:{p.line or '?'}: {p.path or '(top)'}: {p.message}" for p in problems]
-        super().__init__("invalid station inventory\n" + "\n".join(lines))
+        super().__init__(f"{self.title}\n" + "\n".join(lines))
 
 
 def _locate(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[str, int | None]:

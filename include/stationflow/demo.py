@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -23,6 +24,8 @@ from stationflow.settings import Settings
 from stationflow.state import embedded
 from stationflow.state.db import state_db_url
 from stationflow.state.migrate import migrate
+
+API_TIMEOUT = 120  # s: the API server shares two busy cores with the scheduler and tasks
 
 
 class DemoError(RuntimeError):
@@ -40,6 +43,7 @@ class DemoInfo:
     sample_run: str | None = None  # icos_assemble run on the bundled sample, if triggered
     services: dict[str, int] | None = None  # simulated network, FTP push server: pids
     runs: dict[str, str] | None = None  # first runs of the chain DAGs: dag id -> run id
+    backfills: dict[str, list[str]] | None = None  # dag id -> the backfilled runs
 
 
 def _state_file(settings: Settings) -> Path:
@@ -105,7 +109,7 @@ def _wait_healthy(base: str, proc: psutil.Process, timeout: float) -> None:
 
 def _api_token(base: str, password: str) -> str:
     r = requests.post(
-        f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=30
+        f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=API_TIMEOUT
     )
     r.raise_for_status()
     return r.json()["access_token"]
@@ -118,8 +122,10 @@ def wait_for_dags(
     headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
     deadline = time.monotonic() + timeout
     while True:
-        dags = requests.get(f"{base}/api/v2/dags?limit=1000", headers=headers, timeout=30)
-        errs = requests.get(f"{base}/api/v2/importErrors?limit=1000", headers=headers, timeout=30)
+        dags = requests.get(f"{base}/api/v2/dags?limit=1000", headers=headers, timeout=API_TIMEOUT)
+        errs = requests.get(
+            f"{base}/api/v2/importErrors?limit=1000", headers=headers, timeout=API_TIMEOUT
+        )
         dags.raise_for_status()
         errs.raise_for_status()
         ids = sorted(d["dag_id"] for d in dags.json()["dags"])
@@ -140,7 +146,9 @@ def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str
         return None
     headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
     dag = f"{base}/api/v2/dags/icos_assemble"
-    requests.patch(dag, json={"is_paused": False}, headers=headers, timeout=30).raise_for_status()
+    requests.patch(
+        dag, json={"is_paused": False}, headers=headers, timeout=API_TIMEOUT
+    ).raise_for_status()
     conf = {
         "station": "FR-Lam",
         "file_type": "BM",
@@ -151,7 +159,10 @@ def trigger_sample_assembly(base: str, password: str, settings: Settings) -> str
         "output_dir": "",
     }
     r = requests.post(
-        f"{dag}/dagRuns", json={"logical_date": None, "conf": conf}, headers=headers, timeout=30
+        f"{dag}/dagRuns",
+        json={"logical_date": None, "conf": conf},
+        headers=headers,
+        timeout=API_TIMEOUT,
     )
     r.raise_for_status()
     return r.json()["dag_run_id"]
@@ -168,42 +179,90 @@ def _trigger(base: str, headers: dict, dag_id: str, logical_date: str | None = N
         f"{base}/api/v2/dags/{dag_id}/dagRuns",
         json={"logical_date": logical_date},
         headers=headers,
-        timeout=30,
+        timeout=API_TIMEOUT,
     )
     r.raise_for_status()
     return r.json()["dag_run_id"]
 
 
-def start_chains(base: str, password: str, settings: Settings) -> dict[str, str]:
-    """Unpause the chains' DAGs (the simulated network is up), collect and harvest once now
-    and run yesterday's daily chain of every station: dag id -> run id."""
-    from datetime import UTC, datetime, timedelta
+def backfill(base: str, headers: dict, dag_id: str, start: datetime, end: datetime) -> list[str]:
+    """An Airflow backfill of ``dag_id`` for the runs whose logical date is in [start, end]
+    (what ``airflow backfill create`` does); returns those runs' ids, oldest first (runs
+    the scheduler made already are reused, not repeated)."""
+    r = requests.post(
+        f"{base}/api/v2/backfills",
+        json={
+            "dag_id": dag_id,
+            "from_date": start.isoformat(),
+            "to_date": end.isoformat(),
+            "reprocess_behavior": "none",
+            "max_active_runs": 2,
+        },
+        headers=headers,
+        timeout=API_TIMEOUT,
+    )
+    r.raise_for_status()
+    runs = requests.get(
+        f"{base}/api/v2/dags/{dag_id}/dagRuns",
+        params={
+            "logical_date_gte": start.isoformat(),
+            "logical_date_lte": end.isoformat(),
+            "order_by": "logical_date",
+        },
+        headers=headers,
+        timeout=API_TIMEOUT,
+    )
+    runs.raise_for_status()
+    return [run["dag_run_id"] for run in runs.json()["dag_runs"]]
 
+
+BACKFILL_DAYS = 2  # ETC days of every station's daily chain (the simulators hold them)
+BACKFILL_HALF_HOURS = 4  # of the half-hourly chains: each run is one EC/PHEN half-hour
+
+
+def start_chains(base: str, password: str, settings: Settings) -> tuple[dict, dict]:
+    """Unpause the chains' DAGs (the simulated network is up), collect and harvest once now
+    and backfill every station's last two ETC days (and last half-hours): returns
+    ({dag id: run id}, {dag id: backfilled run ids})."""
     from stationflow.config import load_inventory
 
     inv = load_inventory(settings.config_path)
     headers = {"Authorization": f"Bearer {_api_token(base, password)}"}
+
+    def unpause(dag_ids: list[str]) -> None:
+        for dag_id in dag_ids:
+            requests.patch(
+                f"{base}/api/v2/dags/{dag_id}",
+                json={"is_paused": False},
+                headers=headers,
+                timeout=API_TIMEOUT,
+            ).raise_for_status()
+
     # icos_reconcile stays paused: it would report the days before the demo existed
-    chain = [*COLLECTION_DAGS, HARVEST_DAG]
-    if inv.sensor_networks:
-        chain += RECORD_DAGS
-    for st in inv.stations:
-        chain += [f"icos_daily_{st.id}", f"icos_halfhourly_{st.id}"]
-    for dag_id in chain:
-        requests.patch(
-            f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=30
-        ).raise_for_status()
+    unpause([*COLLECTION_DAGS, HARVEST_DAG, *(RECORD_DAGS if inv.sensor_networks else ())])
     runs = {"icos_collect": _trigger(base, headers, "icos_collect")}
     if inv.sensor_networks:  # the record chain: the last 48 hours of every device at once
         runs[HARVEST_DAG] = _trigger(base, headers, HARVEST_DAG)
         runs["smartem_last"] = _trigger(base, headers, "smartem_last")
-    for st in inv.stations:  # a run after local midnight: its interval is yesterday's
-        local = datetime.now(UTC) + timedelta(hours=st.utc_offset_hours)
-        at = local.replace(hour=0, minute=30, second=0, microsecond=0)
-        at -= timedelta(hours=st.utc_offset_hours)
+    # The station chains are backfilled while still paused, then unpaused: the scheduler
+    # then finds the latest interval's run made (creating it at the same moment as the
+    # backfill does is a race that stops Airflow 3.3's scheduler on a unique violation).
+    backfills, chains = {}, []
+    now = datetime.now(UTC)
+    for st in inv.stations:
+        # a daily run's logical date is the start of the ETC day it assembles (+ daily_at)
+        midnight = now.astimezone(st.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        first, last = midnight - timedelta(days=BACKFILL_DAYS), midnight - timedelta(minutes=1)
         dag_id = f"icos_daily_{st.id}"
-        runs[dag_id] = _trigger(base, headers, dag_id, at.isoformat())
-    return runs
+        backfills[dag_id] = backfill(base, headers, dag_id, first, last)
+        chains.append(dag_id)
+        if any(f.half_hourly for f in st.files):
+            dag_id = f"icos_halfhourly_{st.id}"
+            since = now - timedelta(minutes=30 * (BACKFILL_HALF_HOURS + 1))
+            backfills[dag_id] = backfill(base, headers, dag_id, since, now - timedelta(hours=1))
+            chains.append(dag_id)
+    unpause(chains)
+    return runs, backfills
 
 
 def expected_dag_ids(settings: Settings) -> set[str]:
@@ -252,14 +311,16 @@ def start(settings: Settings, *, timeout: float = 300) -> DemoInfo:
     base = env["AIRFLOW__API__BASE_URL"]
     _wait_healthy(base, proc, timeout)
     password = admin_password(settings, env)
-    ids, errors, sample_run, runs = [], [], None, {}
+    ids, errors, sample_run, runs, backfills = [], [], None, {}, {}
     if password:
         ids, errors = wait_for_dags(base, password, expected_dag_ids(settings), timeout=timeout)
         if started_airflow and not errors and "icos_assemble" in ids:
             sample_run = trigger_sample_assembly(base, password, settings)
         if started_airflow and not errors and set(COLLECTION_DAGS) <= set(ids):
-            runs = start_chains(base, password, settings)
-    return DemoInfo(base, "admin", password, ids, errors, log_path, sample_run, network, runs)
+            runs, backfills = start_chains(base, password, settings)
+    return DemoInfo(
+        base, "admin", password, ids, errors, log_path, sample_run, network, runs, backfills
+    )
 
 
 def start_network(settings: Settings) -> dict[str, int]:

@@ -137,19 +137,40 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
     ).json()["@iot.count"]
     assert count == published["sta:sta_default"], (count, published)
 
-    # yesterday's daily chain of both stations: every daily file accepted by the portal
-    daily = dict(re.findall(r"^yesterday:\s+(\S+) (\S+)", first.stdout, re.M))
-    assert set(daily) == {"icos_daily_FR-Lam", "icos_daily_FR-Aur"}
-    for dag_id, daily_run in daily.items():
-        assert final_state(port, headers, dag_id, daily_run, timeout=420) == "success", dag_id
+    # the backfill of the last two ETC days of both stations: every daily file accepted
+    backfilled = {
+        m.group(1): m.group(2).split()
+        for m in re.finditer(r"^backfill:\s+(\S+) \d+ [\w-]+ ?\w*: (.*)$", first.stdout, re.M)
+    }
+    daily = {k: v for k, v in backfilled.items() if k.startswith("icos_daily_")}
+    assert set(daily) == {"icos_daily_FR-Lam", "icos_daily_FR-Aur"}, first.stdout
+    assert all(len(v) == 2 for v in daily.values()), daily
+    for dag_id, run_ids in backfilled.items():
+        for run_id in run_ids:
+            assert final_state(port, headers, dag_id, run_id, timeout=600) == "success", run_id
     url = sf(demo_env, "db", "url").stdout.strip()
     with psycopg.connect(url) as c:
         accepted = c.execute(
-            "SELECT o.station, o.file_type FROM stationflow.output_file o JOIN"
-            " stationflow.upload u ON u.output_file_id = o.id WHERE u.outcome = 'accepted'"
-            " AND u.receipt IS NOT NULL"
+            "SELECT o.station, o.file_type, count(DISTINCT o.period_start)"
+            " FROM stationflow.output_file o JOIN stationflow.upload u"
+            " ON u.output_file_id = o.id WHERE u.outcome = 'accepted' AND u.receipt IS NOT NULL"
+            " AND o.file_type IN ('BM', 'ST') GROUP BY 1, 2"
         ).fetchall()
-    assert {("FR-Lam", "BM"), ("FR-Lam", "ST"), ("FR-Aur", "BM"), ("FR-Aur", "ST")} <= set(accepted)
+    assert {(s, t): n for s, t, n in accepted} == {
+        (s, t): 2 for s in ("FR-Lam", "FR-Aur") for t in ("BM", "ST")
+    }, accepted
+    # ... and the completeness view shows those days uploaded (an Airflow login needed)
+    view = f"http://localhost:{port}/stationflow/api/completeness"
+    assert requests.get(view, timeout=30).status_code == 401
+    assert f"completeness: http://localhost:{port}/plugin/completeness" in first.stdout
+    body = requests.get(view, params={"days": 3}, headers=headers, timeout=60).json()
+    for row in body["files"]:
+        if row["stream"].startswith(("BM", "ST")):
+            # the local day before yesterday and yesterday (today's column is the last)
+            states = [d["state"] for d in row["days"][-3:-1]]
+            assert states == ["uploaded", "uploaded"], row
+    (net,) = body["networks"]
+    assert sum(d["harvested"] for d in net["days"]) >= sum(kinds.values()) - 8, net
 
     # replay yesterday with a real backfill: identical files, nothing uploaded twice
     def upload_rows() -> tuple[int, int]:
@@ -162,8 +183,19 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
 
     before = upload_rows()
     api = f"http://localhost:{port}/api/v2/dags/icos_daily_FR-Lam/dagRuns"
-    day_run = requests.get(f"{api}/{daily['icos_daily_FR-Lam']}", headers=headers, timeout=30)
+    day_run = requests.get(f"{api}/{daily['icos_daily_FR-Lam'][-1]}", headers=headers, timeout=30)
     start = day_run.json()["data_interval_start"]
+    backfills = f"http://localhost:{port}/api/v2/backfills"
+
+    def fr_lam_backfills() -> list[dict]:
+        return requests.get(
+            backfills, params={"dag_id": "icos_daily_FR-Lam"}, headers=headers, timeout=60
+        ).json()["backfills"]
+
+    deadline = time.monotonic() + 120  # the demo's own backfill is marked complete first
+    while any(not b["completed_at"] for b in fr_lam_backfills()) and time.monotonic() < deadline:
+        time.sleep(3)
+    known = {b["id"] for b in fr_lam_backfills()}
     backfill = sf(
         demo_env,
         *("airflow", "backfill", "create", "--dag-id", "icos_daily_FR-Lam"),
@@ -171,13 +203,15 @@ def test_demo_up_again_and_stop(demo_env, tmp_path):
     )
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr
     deadline = time.monotonic() + 420
-    while time.monotonic() < deadline:
-        runs = requests.get(api, headers=headers, timeout=30).json()["dag_runs"]
-        replay = [r for r in runs if r["run_type"] == "backfill"]
-        if replay and replay[0]["state"] not in ("queued", "running"):
+    replay = []
+    while time.monotonic() < deadline:  # until the new backfill is complete
+        new = [b for b in fr_lam_backfills() if b["id"] not in known]
+        if new and new[0]["completed_at"]:
+            runs = requests.get(api, headers=headers, timeout=30).json()["dag_runs"]
+            replay = [r for r in runs if r["data_interval_start"] == start]
             break
         time.sleep(3)
-    assert [r["state"] for r in replay] == ["success"], runs
+    assert new and [r["state"] for r in replay] == ["success"], (new, replay)
     after = upload_rows()
     assert after[1] > before[1], (before, after)  # the replay audited its upload step
     with psycopg.connect(url) as c:

@@ -107,6 +107,7 @@ class FaultMatrix:
 
 
 _MATRIX = FaultMatrix()
+_FIGURES: list[str] = []  # the load test's figures, printed with the matrix
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +115,16 @@ def fault_matrix() -> FaultMatrix:
     return _MATRIX
 
 
+@pytest.fixture(scope="session")
+def figures() -> list[str]:
+    return _FIGURES
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if _FIGURES:
+        terminalreporter.write_sep("=", "load test (tests/reliability)")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
     if not _MATRIX.rows:
         return
     terminalreporter.write_sep("=", "fault matrix (tests/reliability)")

@@ -333,11 +333,13 @@ class Network:
                     )
 
     def _ghg_history(self, st: Station, sim, now: datetime) -> list[Path]:
-        """Yesterday's half-hours (SmartFlux clock), written once."""
+        """Yesterday's half-hours (SmartFlux clock), written once. Only one day: a 20 Hz
+        half-hour takes half a second of CPU and 3.5 MB, and the demo backfills the
+        half-hourly chain for the last hours only."""
         from stationflow.sim.smartflux import ghg_name
 
         local = (now + timedelta(hours=st.utc_offset_hours)).replace(tzinfo=None)
-        start = _history_start(local) + timedelta(minutes=10)  # yesterday 00:00 local
+        start = _history_start(local, days=1) + timedelta(minutes=10)  # yesterday 00:00
         written = []
         for k in range(48):
             t = (start + timedelta(minutes=30 * k) - timedelta(hours=st.utc_offset_hours)).replace(
@@ -348,7 +350,7 @@ class Network:
         return written
 
     def _poll_history(self, st: Station, lg, local: datetime, now: datetime) -> None:
-        """Polls as if icos_poll had run since yesterday: the spool day files, written once
+        """Polls as if icos_poll had run for the history days: the spool day files, written once
         whole (the format append_row writes, RECORD from 0 in each file)."""
         import numpy as np
 
@@ -429,10 +431,13 @@ class Network:
                     path.unlink(missing_ok=True)
 
 
-def _history_start(local_now: datetime) -> datetime:
-    """Ten minutes before yesterday's local midnight: yesterday is a whole ETC day."""
+HISTORY_DAYS = 2  # the loggers hold the last two ETC days: what the demo backfills
+
+
+def _history_start(local_now: datetime, days: int = HISTORY_DAYS) -> datetime:
+    """Ten minutes before the local midnight ``days`` ago: those days are whole ETC days."""
     today = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=1, minutes=10)
+    return today - timedelta(days=days, minutes=10)
 
 
 def _interval_ms(st: Station, logger_id: str, table: str) -> int:
