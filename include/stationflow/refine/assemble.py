@@ -316,7 +316,19 @@ def _assemble_group(
     if declared is None and req.declared_interval_s:
         declared = round(req.declared_interval_s * NS)
     forced = round(req.interval_s * NS) if req.interval_s else None
-    interval = sampling.choose([t.ts for t in tables], declared, forced)
+    try:
+        interval = sampling.choose([t.ts for t in tables], declared, forced)
+    except ValueError as exc:
+        if forced is not None:
+            raise  # the caller's interval is wrong: a usage error
+        # the data cannot give an interval (one row, or steps beyond 100 Hz .. 30 min):
+        # no file from these fragments, named as an input error; other groups go on
+        names = ", ".join(str(f.path) for f in group)
+        rows = sum(len(t) for t in tables)
+        issues.append(
+            Issue("error", str(group[0].path), None, f"{exc} ({rows} rows in {names}): no file")
+        )
+        return []
     for w in interval.warnings:
         issues.append(Issue("warning", str(group[0].path), None, w))
     layout = _layout(req, header.fields)
@@ -337,6 +349,17 @@ def _assemble_group(
         grid = Grid.for_period(start, end, interval.ns, header.stamping)
         p = plan(tables, grid, report_outside=req.file_type not in HALF_HOURLY)
         if not p.present:
+            if p.off_grid:  # rows of the period, none on its grid: named, never dropped silently
+                issues += [i for i in p.issues if "outside the period" not in i.message]
+                issues.append(
+                    Issue(
+                        "error",
+                        str(group[0].path),
+                        None,
+                        f"{p.off_grid} rows of {_iso(start)} .. {_iso(end)} and none on its"
+                        f" {interval.ns / NS:g} s grid: no file",
+                    )
+                )
             empty.append(when)  # nothing of this period in these fragments: no file to make
             continue
         issues += p.issues

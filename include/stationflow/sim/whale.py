@@ -25,11 +25,12 @@ compact JSON shaped like the real samples shipped in ``sim/data/``:
   and the request does not carry ``Authorization: Bearer <token>`` (checked first).
 
 Simulator-only additions for tests: a flaky device (every ``flaky_every``-th request for
-its paths answers 503), fault hooks (``fail_device``, ``bad_json``, ``wrong_shape``;
-transport faults: ``delay`` holds answers past a client's timeout, ``cut_next`` closes the
-connection partway through an hour's body, ``pause_after`` holds every request after the
-next n hour documents until ``resume``; ``clear_faults``), ``hour_body`` (the bytes served
-now), a request log without credentials, and ``set_clock``.
+its paths answers 503), fault hooks (``fail_device``, ``bad_json``, ``wrong_shape``,
+``override`` serves given bytes for one hour; transport faults: ``delay`` holds answers
+past a client's timeout, ``cut_next`` closes the connection partway through an hour's body,
+``pause_after`` holds every request after the next n hour documents until ``resume``;
+``clear_faults``), ``hour_body`` (the bytes served now), a request log without
+credentials, and ``set_clock``.
 """
 
 from __future__ import annotations
@@ -344,7 +345,8 @@ class WhaleSim(LoopbackHttpServer):
         self._requests: list[dict[str, Any]] = []
         self._device_requests: dict[int, int] = {}
         self._failing: dict[int, list[int]] = {}  # device -> [status, times left or -1]
-        self._body_faults: dict[tuple[int, int, int], list[Any]] = {}  # -> [kind, times]
+        # (device, day, hour) -> [kind, times left or -1, body (override)]
+        self._body_faults: dict[tuple[int, int, int], list[Any]] = {}
         self._delays: list[list[Any]] = []  # [seconds, device or None, skip, times or -1]
         self._cuts: list[list[Any]] = []  # [device or None, fraction kept, times left]
         self._pause_left: int | None = None  # hour documents still served before pausing
@@ -392,9 +394,18 @@ class WhaleSim(LoopbackHttpServer):
         """That hour answers 200 with valid JSON whose ``timeseries`` is a string."""
         self._body_fault(device, day, hour, "wrong_shape", times)
 
-    def _body_fault(self, device: int, day: int, hour: int, kind: str, times: int | None) -> None:
+    def override(
+        self, device: int, day: int, hour: int, body: bytes, times: int | None = None
+    ) -> None:
+        """That hour answers 200 with exactly ``body`` (any bytes: a peer gone wrong), while
+        the hour has samples (else 404, as always); listings are unchanged."""
+        self._body_fault(device, day, hour, "override", times, bytes(body))
+
+    def _body_fault(
+        self, device: int, day: int, hour: int, kind: str, times: int | None, body: bytes = b""
+    ) -> None:
         with self._lock:
-            self._body_faults[(device, day, hour)] = [kind, -1 if times is None else times]
+            self._body_faults[(device, day, hour)] = [kind, -1 if times is None else times, body]
 
     def delay(
         self,
@@ -577,6 +588,8 @@ class WhaleSim(LoopbackHttpServer):
                 fault[1] -= 1
                 if fault[1] == 0:
                     del self._body_faults[key]
+        if fault[0] == "override":
+            return fault[2]
         if fault[0] == "bad_json":
             return body[: len(body) // 2]
         doc = {"id": str(device), "date": day.isoformat(), "hour": hour}
@@ -585,7 +598,7 @@ class WhaleSim(LoopbackHttpServer):
 
     def hour_body(self, device: int, day: int, hour: int) -> bytes:
         """The exact bytes ``GET .../timeseries/{day}/{hour}`` answers now with 200
-        (``bad_json``/``wrong_shape`` included); NotFound where it answers 404."""
+        (``bad_json``/``wrong_shape``/``override`` included); NotFound where it answers 404."""
         parsed = _parse_day(f"{day:08d}")
         count = self.visible_count(device, day, hour)
         if parsed is None or count == 0:

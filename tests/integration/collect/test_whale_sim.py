@@ -331,6 +331,29 @@ def test_bad_json_and_wrong_shape(sim, http) -> None:
     assert isinstance(get(http, sim, f"/devices/23/timeseries/{DAY}/5").json()["timeseries"], list)
 
 
+def test_override_serves_exact_bytes_for_one_hour(sim, http) -> None:
+    good = get(http, sim, f"/devices/23/timeseries/{DAY}/4").content
+    body = b'{"id": "23", "timeseries": [NaN, \xff'
+    sim.override(23, DAY, 4, body, times=1)
+    assert sim.hour_body(23, DAY, 4) == body
+    served = get(http, sim, f"/devices/23/timeseries/{DAY}/4")
+    assert served.status_code == 200 and served.content == body
+    assert get(http, sim, f"/devices/23/timeseries/{DAY}/5").json()["hour"] == 5
+    assert get(http, sim, f"/devices/26/timeseries/{DAY}/4").json()["id"] == "26"
+    assert get(http, sim, f"/devices/23/timeseries/{DAY}").json()["hours"][:4] == [1, 2, 3, 4]
+    assert get(http, sim, f"/devices/23/timeseries/{DAY}/4").content == good  # times=1: used up
+    sim.override(23, DAY, 4, b"")
+    assert [get(http, sim, f"/devices/23/timeseries/{DAY}/4").content for _ in range(2)] == [
+        b"",
+        b"",
+    ]
+    assert get(http, sim, f"/devices/23/timeseries/{DAY}/12").status_code == 404  # no samples
+    sim.override(23, DAY, 12, b"{}")
+    assert get(http, sim, f"/devices/23/timeseries/{DAY}/12").status_code == 404
+    sim.clear_faults()
+    assert get(http, sim, f"/devices/23/timeseries/{DAY}/4").content == good
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [
