@@ -50,3 +50,16 @@ def endpoint(conn_id: str, default_port: int | None = None) -> tuple[str, int]:
     if not c.host or not port:
         raise MissingConnection(f"Airflow Connection {conn_id!r} needs a host and a port")
     return c.host, int(port)
+
+
+def verify_setting(value: object) -> bool | str:
+    """``verify`` from a Connection's extra (true, false or a CA bundle path): booleans may
+    come as strings, and "false" is never taken for a path."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes", ""):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        return value  # a CA bundle path
+    return bool(value)

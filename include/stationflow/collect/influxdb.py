@@ -56,6 +56,7 @@ import requests
 from stationflow.collect.harvest import HarvestError
 from stationflow.collect.http_get import Fetcher, FetchError
 from stationflow.collect.raw_store import RawHour, Rejected, day_hour
+from stationflow.connections import verify_setting
 
 if TYPE_CHECKING:
     from stationflow.refine.records.samples import RawRecord
@@ -165,7 +166,7 @@ class InfluxSource:
             username=getattr(conn, "login", None) or None,
             password=getattr(conn, "password", None) or None,
             token=extra.get("token") or None,
-            verify=_verify_setting(extra.get("verify", True)),
+            verify=verify_setting(extra.get("verify", True)),
         )
 
     def __repr__(self) -> str:  # no credentials
@@ -511,15 +512,3 @@ def _ns_of(value: datetime) -> int:
 
 def _rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _verify_setting(value: object) -> bool | str:
-    """``verify`` from a connection's extra: booleans may come as strings."""
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("true", "1", "yes", ""):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
-        return value  # a CA bundle path
-    return bool(value)

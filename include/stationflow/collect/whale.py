@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from stationflow.collect.harvest import HarvestError
 from stationflow.collect.http_get import Fetcher, FetchError
-from stationflow.collect.influxdb import EPOCH, _verify_setting, parse_time_ns
+from stationflow.collect.influxdb import EPOCH, parse_time_ns
 from stationflow.collect.raw_store import RawHour, Rejected, day_hour, hour_start
+from stationflow.connections import verify_setting
 from stationflow.formats import whale
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class WhaleSource:
             token=conn.password or None,
             timeout=float(extra.get("timeout", 30.0)),
             retries=int(extra.get("retries", 3)),
-            verify=_verify_setting(extra.get("verify", True)),  # "false" is not a CA path
+            verify=verify_setting(extra.get("verify", True)),  # "false" is not a CA path
         )
 
     def _get(self, path: str) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 
 from stationflow.collect.tasks import _interval
 from stationflow.config import Inventory, PublishTarget, SensorNetwork, load_inventory
-from stationflow.connections import get_connection
+from stationflow.connections import get_connection, verify_setting
 from stationflow.errors import PermanentError
 from stationflow.publish.records.run import Target
 from stationflow.state.audit import RunIds
@@ -40,7 +40,7 @@ def build_target(net: SensorNetwork, t: PublishTarget) -> Target:
     url = f"{scheme}://{c.host}{port}{extra.get('path', DEFAULT_PATH[t.kind])}"
     options = {
         "auth": (c.login, c.password or "") if c.login else None,
-        "verify": extra.get("verify", True),
+        "verify": verify_setting(extra.get("verify", True)),
         "timeout": float(extra.get("timeout", 60)),
     }
     if t.kind == "sta":
