@@ -195,6 +195,21 @@ def _api(base: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
+def paged(base: str, headers: dict, path: str, key: str, **params) -> list[dict]:
+    """Every item of a list endpoint (the API gives at most 100 per page)."""
+    items: list[dict] = []
+    while True:
+        got = requests.get(
+            f"{base}{path}",
+            params={**params, "limit": 100, "offset": len(items)},
+            headers=headers,
+            timeout=60,
+        ).json()
+        items += got[key]
+        if not got[key] or len(items) >= got["total_entries"]:
+            return items
+
+
 def run_airflow(env: dict, ids: list[str], days: int, now: datetime, log: Path) -> tuple:
     """Backfill every station's daily DAG; (wall s, task instances, their summed s)."""
     from stationflow.demo import backfill
@@ -218,8 +233,8 @@ def run_airflow(env: dict, ids: list[str], days: int, now: datetime, log: Path) 
                 raise RuntimeError(f"airflow standalone exited; see {log}")
             try:
                 h = _api(base)
-                got = requests.get(f"{base}/api/v2/dags?limit=1000", headers=h, timeout=30)
-                if dag_ids <= {d["dag_id"] for d in got.json()["dags"]}:
+                parsed = paged(base, h, "/api/v2/dags", "dags", dag_id_pattern="icos_daily_")
+                if dag_ids <= {d["dag_id"] for d in parsed}:
                     break
             except (requests.RequestException, ValueError, KeyError):
                 pass
@@ -230,39 +245,30 @@ def run_airflow(env: dict, ids: list[str], days: int, now: datetime, log: Path) 
         first = contexts[0]["data_interval_start"] - timedelta(minutes=1)
         last = contexts[-1]["data_interval_start"] + timedelta(minutes=1)
         t0 = time.perf_counter()
-        runs: dict[str, list[str]] = {}
         for dag_id in sorted(dag_ids):  # made while paused: see demo.start_chains
-            runs[dag_id] = backfill(base, h, dag_id, first, last)
+            backfill(base, h, dag_id, first, last)
         for dag_id in sorted(dag_ids):
             requests.patch(
                 f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=h, timeout=60
             ).raise_for_status()
-        pending = {(d, r) for d, rs in runs.items() for r in rs}
-        states: dict[tuple[str, str], str] = {}
-        while pending:
+        while True:  # until no run is queued or running
             time.sleep(3)
             h = _api(base)
-            for dag_id, run_id in sorted(pending):
-                s = requests.get(
-                    f"{base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", headers=h, timeout=30
-                ).json()["state"]
-                if s not in ("queued", "running"):
-                    states[(dag_id, run_id)] = s
-                    pending.discard((dag_id, run_id))
-        wall = time.perf_counter() - t0
-        failed = [k for k, s in states.items() if s != "success"]
-        if failed:
-            raise RuntimeError(f"{len(failed)} runs did not succeed, e.g. {failed[:3]}")
-        tis, task_s = 0, 0.0
-        for dag_id, run_id in states:
-            got = requests.get(
-                f"{base}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+            active = requests.get(
+                f"{base}/api/v2/dags/~/dagRuns",
+                params={"state": ["queued", "running"], "limit": 1},
                 headers=h,
-                timeout=30,
-            ).json()["task_instances"]
-            tis += len(got)
-            task_s += sum(t["duration"] or 0 for t in got)
-        return wall, tis, task_s
+                timeout=60,
+            ).json()["total_entries"]
+            if not active:
+                break
+        wall = time.perf_counter() - t0
+        runs = paged(base, h, "/api/v2/dags/~/dagRuns", "dag_runs")
+        failed = [(r["dag_id"], r["dag_run_id"]) for r in runs if r["state"] != "success"]
+        if failed or len(runs) != len(ids) * days:
+            raise RuntimeError(f"{len(runs)} runs, {len(failed)} not successful: {failed[:3]}")
+        tis = paged(base, h, "/api/v2/dags/~/dagRuns/~/taskInstances", "task_instances")
+        return wall, len(tis), sum(t["duration"] or 0 for t in tis)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -7,6 +7,7 @@ Endpoints and secrets are Airflow Connection ids here; a secret itself is refuse
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -449,8 +450,7 @@ def _network_checks(net: SensorNetwork, at: tuple[Any, ...]) -> list[tuple[tuple
 def parse_inventory(text: str, source: str = "<stations.yaml>") -> Inventory:
     """Parse and validate inventory YAML text; raises ConfigError naming every problem."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506 - a safe loader (libyaml's)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -470,14 +470,27 @@ def parse_inventory(text: str, source: str = "<stations.yaml>") -> Inventory:
             problems = _cross_checks(inv)
             if not problems:
                 return inv
+    root = yaml.compose(text, Loader=yaml.SafeLoader)  # only now: the nodes know their lines
     raise ConfigError(source, [Problem(*_locate(root, loc), msg) for loc, msg in problems])
 
 
+# libyaml when PyYAML has it: parsing a 100-station inventory drops from ~0.37 s to a tenth
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CACHE: dict[tuple[str, str], Inventory] = {}  # (path, sha256 of the text) -> inventory
+
+
 def load_inventory(path: Path | str | None = None) -> Inventory:
-    """Read the inventory from ``path`` (default: STATIONFLOW_CONFIG or config/stations.yaml)."""
+    """Read the inventory from ``path`` (default: STATIONFLOW_CONFIG or config/stations.yaml).
+
+    Parsed once per process and content (a task process parses its DAG file, then the task
+    asks again); a changed file is parsed anew, whatever its timestamps say."""
     path = Path(path) if path else load_settings().config_path
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [Problem("", None, f"cannot read: {exc.strerror}")]) from exc
-    return parse_inventory(text, str(path))
+    key = (str(path), hashlib.sha256(text.encode()).hexdigest())
+    if key not in _CACHE:
+        _CACHE.clear()  # one inventory at a time is what a process uses
+        _CACHE[key] = parse_inventory(text, str(path))
+    return _CACHE[key]
