@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 from psycopg.types.json import Json
 
+from stationflow.publish.icos_etc import IN_FLIGHT
 from stationflow.state.audit import audit
 from stationflow.state.ledger import record_output, upsert_fragment
 
@@ -133,6 +134,13 @@ def fill(conn: psycopg.Connection, landing: str) -> dict[str, int]:
                 conn, landing, name, "EC", 3, start, start + timedelta(minutes=30), 36000, 0, 1
             )
             _upload(conn, oid, 1, "accepted", 200, receipt=f"OK ec{k}")
+        # ... and a fourth on its way: its attempt written, the answer not yet in
+        start = d20 + timedelta(minutes=90)
+        name = "FR-Lam_EC_202611200200_L03_F01"
+        oid = _output(
+            conn, landing, name, "EC", 3, start, start + timedelta(minutes=30), 36000, 0, 1
+        )
+        _upload(conn, oid, 1, "error", None, message=IN_FLIGHT)
     _network(conn)
     return ids
 

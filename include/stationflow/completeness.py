@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from stationflow.config import Inventory, Station
+from stationflow.publish.icos_etc import IN_FLIGHT
 from stationflow.publish.reconcile import Expected, expected_files
 from stationflow.refine.daily import folder_of, stream_id
 
@@ -144,6 +145,9 @@ def _file_state(e: Expected, row: dict[str, Any] | None, now: datetime) -> FileS
     f.rows_filled, f.receipt = row["rows_filled"], row["receipt"]
     if row["receipt"] is not None:
         f.state = UPLOADED
+    elif row["last_message"] == IN_FLIGHT:
+        f.state = ASSEMBLED  # an upload is on its way (or its answer was lost: retried)
+        f.reason = "upload sent, no answer yet"
     elif row["last_outcome"] in ("rejected", "error"):
         f.state = FAILED
         status = row["last_http_status"]

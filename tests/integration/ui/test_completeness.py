@@ -63,7 +63,9 @@ def test_station_files_states(ledger, inv):
     assert "line 7" in bad.reason
 
     ec = cell(rows, "FR-Lam", "EC_L03_F01", date(2026, 11, 20))
-    assert (len(ec.files), ec.count("uploaded"), ec.count("missing")) == (48, 3, 45)
+    assert (len(ec.files), ec.count("uploaded"), ec.count("missing")) == (48, 3, 44)
+    (sending,) = [f for f in ec.files if f.state == "assembled"]
+    assert sending.reason == "upload sent, no answer yet"
     assert ec.state == "missing"
 
     # today (local 11-21, 13:00): the daily files are not due, the first half-hours are
