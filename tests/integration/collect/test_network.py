@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stationflow.collect import tasks
+from stationflow.sim.network import HISTORY_DAYS
 from tests.sim_network import INV, age, running_network
 
 
@@ -48,8 +49,9 @@ def test_loggernet_modbus_and_health_of_the_demo_network(network, tmp_path, stat
         "modbus:cr1000x_profile/Profile_1min",
     }
     spooled = sorted(p.parent.name for p in (tmp_path / "spool" / "modbus").rglob("*.dat"))
-    # from 23:50 the day before yesterday: that day's last minutes, yesterday, today
-    assert spooled == ["cr1000x_profile"] * 3 + ["cr1000x_soil"] * 3
+    # from 23:50 before the history's first day: those last minutes, the history days, today
+    days = HISTORY_DAYS + 2
+    assert spooled == ["cr1000x_profile"] * days + ["cr1000x_soil"] * days
 
 
 def test_the_relay_brings_a_dead_logger_back(network, state_db):
