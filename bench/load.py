@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> Result:
     ap.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary one)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
+    # SIGTERM (a test's timeout, Ctrl-C's cousin): unwind, so Airflow and PostgreSQL stop
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sf-load-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -21,10 +22,11 @@ DAYS = 2
 TASKS_PER_RUN = 4  # collect, assemble, upload, verify
 
 
+@pytest.mark.timeout(2400)
 def test_n_stations_two_days_through_the_dags(tmp_path, figures):
     out = tmp_path / "load.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STATIONFLOW_"))}
-    done = subprocess.run(
+    bench = subprocess.Popen(
         [
             sys.executable,
             str(PROJECT_ROOT / "bench" / "load.py"),
@@ -32,10 +34,21 @@ def test_n_stations_two_days_through_the_dags(tmp_path, figures):
         ],
         env=env,
         cwd=PROJECT_ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=1500,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = bench.communicate(timeout=2100)
+    finally:
+        if bench.poll() is None:  # SIGTERM: the bench stops its Airflow and PostgreSQL
+            os.killpg(bench.pid, signal.SIGTERM)
+            try:
+                bench.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(bench.pid, signal.SIGKILL)
+    done = subprocess.CompletedProcess(bench.args, bench.returncode, stdout, stderr)
     summary = [
         ln
         for ln in done.stdout.splitlines()
